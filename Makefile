@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make demo` (install everything, run the pipeline on sample data) and
+# `make test`. Everything else is a convenience around ./spark-submit.sh and .venv.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+CONF ?= conf/local.yaml
+
+.PHONY: help setup demo test lint bench serve clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+setup: ## install venv, packages, Delta jars, redis-server and OpenBLAS (idempotent)
+	@./scripts/setup.sh
+
+demo: setup ## generate the sample data, ingest it into the lake and print a lake summary
+	./spark-submit.sh generate --conf-file $(CONF)
+	./spark-submit.sh ingest --conf-file $(CONF) --table products --input data/raw/sample/products --format parquet
+	./spark-submit.sh ingest --conf-file $(CONF) --table interactions --input data/raw/sample/events --format parquet
+	./spark-submit.sh summary --conf-file $(CONF)
+
+test: setup ## run the test suite (starts its own Redis on a loopback port)
+	$(PY) -m pytest -q
+
+lint: setup ## ruff and mypy on the Spark-free packages and serving
+	$(VENV)/bin/ruff check recsys serving jobs tests bench
+	$(VENV)/bin/mypy recsys serving
+
+bench: setup ## run the benchmarks under bench/ (minutes; prints figures)
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean: ## remove generated data and build output (keeps .venv and .jars)
+	rm -rf data build dist spark-warehouse

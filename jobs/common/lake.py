@@ -1,0 +1,160 @@
+"""The interaction lake: Delta table schemas, creation, idempotent MERGE upserts and versioned writes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from recsys import schema as S
+
+log = logging.getLogger(__name__)
+
+INTERACTIONS = "interactions"
+PRODUCTS = "products"
+QUARANTINE = "quarantine"
+
+INTERACTIONS_SCHEMA = T.StructType(
+    [
+        T.StructField(S.COL_EVENT_ID, T.StringType(), False),
+        T.StructField(S.COL_USER, T.StringType(), False),
+        T.StructField(S.COL_ITEM, T.StringType(), False),
+        T.StructField(S.COL_EVENT_TYPE, T.StringType(), False),
+        T.StructField(S.COL_QUANTITY, T.IntegerType(), False),
+        T.StructField(S.COL_TS, T.TimestampType(), False),
+        T.StructField(S.COL_SESSION, T.StringType(), True),
+        T.StructField(S.COL_SOURCE, T.StringType(), True),
+        T.StructField(S.COL_INGESTED_AT, T.TimestampType(), False),
+        T.StructField(S.COL_USER_BUCKET, T.IntegerType(), False),
+    ]
+)
+
+PRODUCTS_SCHEMA = T.StructType(
+    [
+        T.StructField(S.COL_ITEM, T.StringType(), False),
+        T.StructField(S.COL_TITLE, T.StringType(), True),
+        T.StructField(S.COL_CATEGORY, T.StringType(), False),
+        T.StructField(S.COL_BRAND, T.StringType(), True),
+        T.StructField(S.COL_PRICE, T.DoubleType(), True),
+        T.StructField(S.COL_AVAILABLE, T.BooleanType(), False),
+        T.StructField(S.COL_UPDATED_AT, T.TimestampType(), False),
+    ]
+)
+
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField("table", T.StringType(), False),
+        T.StructField("rule", T.StringType(), False),
+        T.StructField("source_file", T.StringType(), True),
+        T.StructField("raw", T.StringType(), True),
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("quarantined_at", T.TimestampType(), False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A lake table: its schema, partition columns, merge keys and the columns whose change is an update."""
+
+    name: str
+    schema: T.StructType
+    partition_by: tuple[str, ...]
+    keys: tuple[str, ...]
+    compare: tuple[str, ...]
+
+
+TABLES: dict[str, TableSpec] = {
+    INTERACTIONS: TableSpec(
+        INTERACTIONS,
+        INTERACTIONS_SCHEMA,
+        (S.COL_USER_BUCKET,),
+        (S.COL_EVENT_ID,),
+        (S.COL_USER, S.COL_ITEM, S.COL_EVENT_TYPE, S.COL_QUANTITY, S.COL_TS, S.COL_SESSION, S.COL_SOURCE),
+    ),
+    PRODUCTS: TableSpec(
+        PRODUCTS,
+        PRODUCTS_SCHEMA,
+        (S.COL_CATEGORY,),
+        (S.COL_ITEM,),
+        (S.COL_TITLE, S.COL_CATEGORY, S.COL_BRAND, S.COL_PRICE, S.COL_AVAILABLE),
+    ),
+    QUARANTINE: TableSpec(QUARANTINE, QUARANTINE_SCHEMA, ("table",), (), ()),
+}
+
+
+def user_bucket(col: Column | str, buckets: int) -> Column:
+    """``pmod(xxhash64(user_id), buckets)``: the partition of a user's interactions."""
+    if buckets <= 0:
+        raise ValueError(f"buckets must be positive, got {buckets}")
+    c = F.col(col) if isinstance(col, str) else col
+    return F.pmod(F.xxhash64(c), F.lit(buckets)).cast("int")
+
+
+def ensure_table(spark: SparkSession, path: str, spec: TableSpec) -> DeltaTable:
+    """Creates the Delta table at ``path`` with the spec's schema and partitioning when it does not exist."""
+    return (
+        DeltaTable.createIfNotExists(spark)
+        .location(path)
+        .addColumns(spec.schema)
+        .partitionedBy(*spec.partition_by)
+        .execute()
+    )
+
+
+def read_table(spark: SparkSession, path: str) -> DataFrame:
+    """Reads the current version of the Delta table at ``path``."""
+    return spark.read.format("delta").load(path)
+
+
+def table_exists(spark: SparkSession, path: str) -> bool:
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def merge_upsert(spark: SparkSession, df: DataFrame, path: str, spec: TableSpec) -> dict[str, int]:
+    """Upserts ``df`` into the table at ``path`` by the spec's keys (idempotent).
+
+    A source row whose key is new is inserted; one whose key exists with any compared column different
+    (null-safe) updates the target row; an identical row changes nothing, so re-running a file is a no-op.
+
+    Returns:
+        Delta's merge metrics: ``inserted``, ``updated`` and ``source_rows``.
+    """
+    table = ensure_table(spark, path, spec)
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.keys)
+    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in spec.compare)
+    (
+        table.alias("t")
+        .merge(df.alias("s"), on)
+        .whenMatchedUpdateAll(condition=changed)
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    metrics = table.history(1).select("operation", "operationMetrics").first()
+    if metrics is None or metrics["operation"] != "MERGE":  # pragma: no cover - Delta always records it
+        return {"inserted": 0, "updated": 0, "source_rows": 0}
+    m = metrics["operationMetrics"]
+    return {
+        "inserted": int(m.get("numTargetRowsInserted", 0)),
+        "updated": int(m.get("numTargetRowsUpdated", 0)),
+        "source_rows": int(m.get("numSourceRows", 0)),
+    }
+
+
+def append(spark: SparkSession, df: DataFrame, path: str, spec: TableSpec) -> None:
+    """Appends ``df`` to the table at ``path`` (used for the quarantine, whose rows carry their run id)."""
+    ensure_table(spark, path, spec)
+    df.select(*spec.schema.fieldNames()).write.format("delta").mode("append").save(path)
+
+
+def overwrite_version(df: DataFrame, path: str, *, partition_by: Sequence[str] = ()) -> None:
+    """Replaces a derived table (model outputs) whole: a rerun writes a new Delta version, readers see one."""
+    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.save(path)

@@ -18,6 +18,18 @@ log = logging.getLogger(__name__)
 INTERACTIONS = "interactions"
 PRODUCTS = "products"
 QUARANTINE = "quarantine"
+# Derived tables written by the model jobs (each row tagged with model_version) and their run records.
+USER_INDEX = "user_index"
+ITEM_INDEX = "item_index"
+ALS_USER_FACTORS = "als_user_factors"
+ALS_ITEM_FACTORS = "als_item_factors"
+CF_CANDIDATES = "cf_candidates"
+ITEM_NEIGHBORS = "item_neighbors"
+CONTENT_CANDIDATES = "content_candidates"
+ITEMKNN_NEIGHBORS = "itemknn_neighbors"
+RECOMMENDATIONS = "recommendations"
+POPULAR = "popular"
+RUNS = "runs"
 
 INTERACTIONS_SCHEMA = T.StructType(
     [

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONF ?= conf/local.yaml
 
-.PHONY: help setup demo test lint bench serve clean
+.PHONY: help setup demo test lint bench serve docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -28,6 +28,13 @@ lint: setup ## ruff and mypy on the Spark-free packages and serving
 
 bench: setup ## run the benchmarks under bench/ (minutes; prints figures)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+serve: setup ## run the API under gunicorn (the create_app factory, settings from serving.gunicorn_conf)
+	RECSYS_CONF_FILE=$(CONF) $(VENV)/bin/gunicorn -c python:serving.gunicorn_conf 'serving:create_app()'
+
+docs: setup ## render the architecture diagrams (docs/diagrams/*.dot -> SVG and PNG)
+	$(PY) scripts/render_diagrams.py
+	$(PY) scripts/gen_config_docs.py
 
 clean: ## remove generated data and build output (keeps .venv and .jars)
 	rm -rf data build dist spark-warehouse

@@ -13,10 +13,9 @@ help: ## list the targets
 setup: ## install venv, packages, Delta jars, redis-server and OpenBLAS (idempotent)
 	@./scripts/setup.sh
 
-demo: setup ## generate the sample data, ingest it into the lake and print a lake summary
+demo: setup ## generate the sample, run the pipeline (ingest, als, content, blend, load into redis.url)
 	./spark-submit.sh generate --conf-file $(CONF)
-	./spark-submit.sh ingest --conf-file $(CONF) --table products --input data/raw/sample/products --format parquet
-	./spark-submit.sh ingest --conf-file $(CONF) --table interactions --input data/raw/sample/events --format parquet
+	./spark-submit.sh pipeline --conf-file $(CONF) --full
 	./spark-submit.sh summary --conf-file $(CONF)
 
 test: setup ## run the test suite (starts its own Redis on a loopback port)
@@ -30,7 +29,7 @@ bench: setup ## run the benchmarks under bench/ (minutes; prints figures)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 serve: setup ## run the API under gunicorn (the create_app factory, settings from serving.gunicorn_conf)
-	RECSYS_CONF_FILE=$(CONF) $(VENV)/bin/gunicorn -c python:serving.gunicorn_conf 'serving:create_app()'
+	RECSYS_CONF_FILE=$(CONF) $(VENV)/bin/gunicorn -c python:serving.gunicorn_conf --access-logfile - 'serving:create_app()'
 
 docs: setup ## render the architecture diagrams (docs/diagrams/*.dot -> SVG and PNG)
 	$(PY) scripts/render_diagrams.py

@@ -61,6 +61,8 @@ class RedisConfig:
     ttl_seconds: int = 3600
     pipeline_size: int = 1000
     socket_timeout_s: float = 2.0
+    long_ttl_seconds: int = 86400
+    history_seed_length: int = 50
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class AlsConfig:
     active_window_days: int = 30
     checkpoint_interval: int = 5
     seed: int = 42
+    knn_neighbors: int = 100
+    knn_max_items_per_user: int = 500
 
 
 @dataclass(frozen=True)
@@ -105,12 +109,13 @@ class ContentConfig:
     top_k: int = 50
     weights: ContentWeights = field(default_factory=ContentWeights)
     title_features: int = 4096
-    lsh_tables: int = 12
-    lsh_bits: int = 8
+    lsh_tables: int = 3
+    lsh_bits: int = 16
     block_max: int = 2000
     recall_sample: int = 200
     recent_items: int = 5
     top_n: int = 100
+    seed: int = 17
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,10 @@ class BlendConfig:
     top_n: int = 100
     popular_half_life_days: float = 7.0
     popular_top_n: int = 200
+    normalization: str = "minmax"
+    popular_candidates: int = 50
+    itemknn_top_n: int = 100
+    similar_top_n: int = 50
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,15 @@ class ServingConfig:
     history_length: int = 200
     stream_key: str = "interactions:stream"
     stream_maxlen: int = 10_000_000
+    max_batch: int = 1000
+    history_ttl_s: int = 2_592_000
+    event_ttl_s: int = 86_400
+    retry_after_s: int = 5
+    model_check_s: float = 5.0
+    stream_group: str = "stream-ingest"
+    stream_batch: int = 5000
+    product_cache_s: float = 30.0
+    product_cache_size: int = 200_000
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,114 @@
+"""The serving API: ``create_app(config)`` builds a Flask app; gunicorn runs the factory.
+
+    gunicorn -c python:serving.gunicorn_conf 'serving:create_app()'
+
+No Spark here: the app imports numpy, pandas, redis-py and the Spark-free ``recsys`` package only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+
+from flask import Flask, g, has_request_context, request
+from flask.wrappers import Response
+
+from recsys.config import Config, load_config
+from serving.api import register_blueprints
+from serving.errors import register_error_handlers
+from serving.metrics import Metrics
+from serving.model import ModelHolder
+from serving.ondemand import Recommender
+from serving.services import EXTENSION, Services
+from serving.store import RedisStore, StoreUnavailable, open_client
+
+# The config file read when create_app gets none (gunicorn's factory call): documented in docs/serving.md.
+CONF_ENV = "RECSYS_CONF_FILE"
+DEFAULT_CONF = "conf/local.yaml"
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+
+log = logging.getLogger(__name__)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to every log record (``-`` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
+    """Builds the API.
+
+    Args:
+        config: A loaded :class:`Config`, the path of an environment file, or ``None`` for the file named by
+            ``$RECSYS_CONF_FILE`` (default ``conf/local.yaml``).
+
+    Returns:
+        The Flask app; its Redis client connects lazily, so the app starts while Redis is down.
+
+    Example:
+        >>> app = create_app(load_config("conf/local.yaml"))
+        >>> app.test_client().get("/healthz").status_code
+        200
+    """
+    cfg = (
+        config
+        if isinstance(config, Config)
+        else load_config(config or os.environ.get(CONF_ENV, DEFAULT_CONF))
+    )
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = cfg.serving.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    metrics = Metrics()
+    store = RedisStore(
+        open_client(cfg.redis),
+        cfg.serving,
+        cfg.redis.ttl_seconds,
+        on_error=lambda op: metrics.redis_errors.labels(op).inc(),
+    )
+
+    def pointer() -> str | None:
+        try:
+            return store.model_pointer()
+        except StoreUnavailable:
+            return None
+
+    models = ModelHolder(
+        Path(cfg.model_path("als")), cfg.serving.model_check_s, pointer=pointer, on_load=metrics.model_loaded
+    )
+    app.extensions[EXTENSION] = Services(cfg, store, models, Recommender(cfg, store, models), metrics)
+    _install_request_hooks(app, metrics)
+    register_error_handlers(app)
+    register_blueprints(app)
+    models.get()
+    return app
+
+
+def _install_request_hooks(app: Flask, metrics: Metrics) -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
+            handler.addFilter(RequestIdFilter())
+
+    @app.before_request
+    def _start() -> None:
+        sent = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = sent if _REQUEST_ID_RE.match(sent) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers[REQUEST_ID_HEADER] = g.get("request_id", "-")
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        started = g.get("started")
+        if started is not None:
+            metrics.request_duration.labels(endpoint, request.method, str(response.status_code)).observe(
+                time.perf_counter() - started
+            )
+        return response

@@ -1,0 +1,363 @@
+"""The Redis side of the API: reads of the lists the load job writes, and the durable event write path.
+
+Key names come from :mod:`recsys.keys` and payloads from :mod:`recsys.encoding`, the same modules the load job
+uses. Every Redis failure surfaces as :class:`StoreUnavailable`, which the views turn into a degraded answer
+(reads) or a 503 with ``Retry-After`` (writes); nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from recsys import keys
+from recsys.config import RedisConfig, ServingConfig
+from recsys.encoding import EncodingError, RankedList, decode_list, encode_list
+
+log = logging.getLogger(__name__)
+
+PRODUCT_FIELDS = ("title", "category", "brand", "price", "available")
+# Event types after which the user's cached list is stale at once (the product must leave the list).
+INVALIDATING_EVENTS = frozenset({"purchase", "add_to_cart"})
+
+# After a connection failure, calls fail fast for this long instead of each waiting for the socket timeout.
+BREAKER_S = 1.0
+
+# One atomic script per POST batch: the dedup marker, the stream entry, the history push and the cache
+# invalidation happen together or not at all, so a retry after a failure is never mistaken for a duplicate.
+# KEYS = stream, then per event: event marker, history list, cached recommendations.
+# ARGV = stream maxlen, history length, history ttl, event ttl, force, then per event: stream fields (JSON
+# array of alternating names and values), history element, "1" to invalidate. force=1 (PUT) replaces a history
+# element carrying the same event id instead of skipping a known event.
+_APPEND_LUA = """
+local maxlen, hlen, httl, ettl, force = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5] == '1'
+local out = {}
+local n = (#KEYS - 1) / 3
+for i = 1, n do
+  local k = 1 + (i - 1) * 3
+  local a = 5 + (i - 1) * 3
+  local fresh = redis.call('SET', KEYS[k + 1], '1', 'NX', 'EX', ettl)
+  if fresh or force then
+    if not fresh then redis.call('EXPIRE', KEYS[k + 1], ettl) end
+    local fields = cjson.decode(ARGV[a + 1])
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(fields))
+    local element = ARGV[a + 2]
+    local replaced = false
+    if force then
+      local id = cjson.decode(element)['i']
+      local items = redis.call('LRANGE', KEYS[k + 2], 0, -1)
+      for j = 1, #items do
+        local ok, old = pcall(cjson.decode, items[j])
+        if ok and type(old) == 'table' and old['i'] == id then
+          redis.call('LSET', KEYS[k + 2], j - 1, element)
+          replaced = true
+          break
+        end
+      end
+    end
+    if not replaced then
+      redis.call('LPUSH', KEYS[k + 2], element)
+      redis.call('LTRIM', KEYS[k + 2], 0, hlen - 1)
+    end
+    redis.call('EXPIRE', KEYS[k + 2], httl)
+    if ARGV[a + 3] == '1' then redis.call('DEL', KEYS[k + 3]) end
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
+
+class StoreUnavailable(RuntimeError):
+    """Redis could not be reached or answered with an error."""
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One element of ``history:user:{id}`` (newest first in the list)."""
+
+    product_id: str
+    event_type: str
+    quantity: int
+    ts: float
+
+
+def open_client(cfg: RedisConfig) -> redis.Redis:
+    """A client from ``cfg.url`` (``rediss://`` for TLS, the password in the URL); connects lazily."""
+    opts: dict[str, Any] = {
+        "socket_timeout": cfg.socket_timeout_s,
+        "socket_connect_timeout": cfg.socket_timeout_s,
+        "health_check_interval": 30,
+    }
+    if cfg.cluster:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(cfg.url, **opts)  # type: ignore[return-value]
+    return redis.Redis.from_url(cfg.url, **opts)
+
+
+class RedisStore:
+    """Typed reads and writes of the Redis key contract.
+
+    Args:
+        client: A redis-py client (``open_client``).
+        serving: The serving settings (stream key and caps, TTLs of history and event markers).
+        ttl_seconds: TTL of ``recommendations:user:{id}`` written on a miss.
+        on_error: Called once per failed Redis call (the metrics hook).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        serving: ServingConfig,
+        ttl_seconds: int,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.serving = serving
+        self.ttl_seconds = ttl_seconds
+        self._on_error = on_error or (lambda op: None)
+        self._append = client.register_script(_APPEND_LUA)
+        # Last good copy of each popular list: the fallback answer while Redis is down.
+        self._last_popular: dict[str, RankedList] = {}
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._version: str | None = None
+        self._version_until = 0.0
+        # product id -> (expiry on the monotonic clock, details); dict operations are atomic under the GIL.
+        self._products: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+    @contextmanager
+    def _call(self, op: str) -> Iterator[None]:
+        if time.monotonic() < self._down_until:
+            self._on_error(op)
+            raise StoreUnavailable(f"redis unavailable during {op}: failing fast after a connection error")
+        try:
+            yield
+        except redis.RedisError as exc:
+            if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+                self._down_until = time.monotonic() + BREAKER_S
+            self._on_error(op)
+            log.warning("redis %s failed: %s", op, exc)
+            raise StoreUnavailable(f"redis unavailable during {op}: {type(exc).__name__}") from exc
+
+    def ping(self) -> bool:
+        with self._call("ping"):
+            return bool(self.client.ping())
+
+    # --- reads --------------------------------------------------------------------------------------------
+    def cached_recs(self, user_id: str) -> tuple[RankedList | None, str | None]:
+        """The cached list of ``user_id`` (``None`` on a miss) and ``model:current``'s model_version."""
+        with self._call("get_recs"):
+            blob = self.client.get(keys.user_recs_key(user_id))
+        return _decode(blob, keys.user_recs_key(user_id)), self._loaded_version()
+
+    def _loaded_version(self) -> str | None:
+        # model:current changes once per load: re-read it at most every serving.model_check_s seconds.
+        now = time.monotonic()
+        if now >= self._version_until:
+            with self._call("model_version"):
+                self._version = _text(self.client.hget(keys.MODEL_KEY, "model_version"))
+            self._version_until = now + self.serving.model_check_s
+        return self._version
+
+    def store_recs(self, user_id: str, ranked: RankedList) -> None:
+        """``SET recommendations:user:{id} EX ttl`` in one command."""
+        blob = encode_list(
+            ranked.product_ids, ranked.scores.tolist(), ranked.sources.tolist(), created_at=ranked.created_at
+        )
+        with self._call("set_recs"):
+            self.client.set(keys.user_recs_key(user_id), blob, ex=self.ttl_seconds)
+
+    def ttl(self, key: str) -> int:
+        with self._call("ttl"):
+            return int(self.client.ttl(key))
+
+    def ranked(self, key: str) -> RankedList | None:
+        """The decoded list at ``key`` (similar or popular), ``None`` when absent."""
+        with self._call("get_list"):
+            blob = self.client.get(key)
+        return _decode(blob, key)
+
+    def ranked_many(self, key_list: Sequence[str]) -> list[RankedList | None]:
+        """Pipelined GET of several lists."""
+        if not key_list:
+            return []
+        with self._call("get_lists"):
+            pipe = self.client.pipeline(transaction=False)
+            for key in key_list:
+                pipe.get(key)
+            blobs = pipe.execute()
+        return [_decode(b, k) for b, k in zip(blobs, key_list, strict=True)]
+
+    def popular(self, category: str | None = None) -> RankedList | None:
+        """``popular:global`` or ``popular:category:{slug}``; the last good copy when Redis is down."""
+        key = keys.popular_key(category)
+        try:
+            found = self.ranked(key)
+        except StoreUnavailable:
+            with self._lock:
+                if key in self._last_popular:
+                    return self._last_popular[key]
+            raise
+        if found is not None:
+            with self._lock:
+                if key in self._last_popular or len(self._last_popular) < 1000:
+                    self._last_popular[key] = found
+        return found
+
+    def last_popular(self, category: str | None = None) -> RankedList | None:
+        """The in-process copy of a popular list (no Redis call)."""
+        with self._lock:
+            return self._last_popular.get(keys.popular_key(category))
+
+    def products(self, product_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Catalogue fields of each product, ``None`` for a product without a hash.
+
+        Details read within the last ``serving.product_cache_s`` seconds come from this worker's memory; the
+        others from one pipelined HMGET. Catalogue changes therefore show within that many seconds.
+        """
+        if not product_ids:
+            return []
+        now = time.monotonic()
+        found: dict[str, dict[str, Any] | None] = {}
+        cache = self._products
+        for pid in product_ids:
+            hit = cache.get(pid)
+            if hit is not None and hit[0] > now:
+                found[pid] = hit[1]
+        missing = [pid for pid in dict.fromkeys(product_ids) if pid not in found]
+        if missing:
+            with self._call("products"):
+                pipe = self.client.pipeline(transaction=False)
+                for pid in missing:
+                    pipe.hmget(keys.product_key(pid), PRODUCT_FIELDS)
+                rows = pipe.execute()
+            ttl = self.serving.product_cache_s
+            if ttl > 0 and len(cache) + len(missing) > self.serving.product_cache_size:
+                cache.clear()  # rare: a full cache starts over rather than paying LRU bookkeeping per read
+            for pid, values in zip(missing, rows, strict=True):
+                found[pid] = _product(values)
+                if ttl > 0:
+                    cache[pid] = (now + ttl, found[pid])
+        return [found[pid] for pid in product_ids]
+
+    def history(self, user_id: str) -> list[HistoryEvent]:
+        """The user's recent events, newest first (malformed elements are skipped and logged)."""
+        with self._call("history"):
+            raw = self.client.lrange(keys.history_key(user_id), 0, self.serving.history_length - 1)
+        out = []
+        for item in raw:
+            try:
+                d = json.loads(item)
+                out.append(HistoryEvent(str(d["p"]), str(d["e"]), int(d.get("q", 1)), float(d["t"])))
+            except (ValueError, KeyError, TypeError):
+                log.warning("skipping a malformed element of %s", keys.history_key(user_id))
+        return out
+
+    def model_pointer(self) -> str | None:
+        """``model:current``'s ``als_bundle`` field (the bundle the cached lists were built from)."""
+        with self._call("model_pointer"):
+            return _text(self.client.hget(keys.MODEL_KEY, "als_bundle"))
+
+    # --- writes -------------------------------------------------------------------------------------------
+    def append_events(self, events: Sequence[dict[str, Any]], *, replace: bool = False) -> list[bool]:
+        """Appends validated events atomically (stream, history, invalidation); True where newly appended.
+
+        Args:
+            events: Validated events (``recsys.schema.validate_event`` output) with ``event_id`` set.
+            replace: PUT semantics: append even when the event id is known, replacing its history element.
+        """
+        if not events:
+            return []
+        key_args: list[str] = [self.serving.stream_key]
+        argv: list[Any] = [
+            self.serving.stream_maxlen,
+            self.serving.history_length,
+            self.serving.history_ttl_s,
+            self.serving.event_ttl_s,
+            "1" if replace else "0",
+        ]
+        for ev in events:
+            key_args += [
+                keys.event_key(ev["event_id"]),
+                keys.history_key(ev["user_id"]),
+                keys.user_recs_key(ev["user_id"]),
+            ]
+            argv += [
+                json.dumps(stream_fields(ev)),
+                history_element(ev),
+                "1" if (replace or ev["event_type"] in INVALIDATING_EVENTS) else "0",
+            ]
+        with self._call("append_events"):
+            result = self._append(keys=key_args, args=argv)
+        return [bool(r) for r in result]
+
+
+def stream_fields(ev: dict[str, Any]) -> list[str]:
+    """The stream entry of an event: alternating names and string values (null fields left out)."""
+    out: list[str] = []
+    for name, value in ev.items():
+        if value is None:
+            continue
+        out += [name, value.isoformat() if hasattr(value, "isoformat") else str(value)]
+    return out
+
+
+def history_element(ev: dict[str, Any]) -> str:
+    """``{"p","e","q","t","i"}`` compact JSON; ``i`` (the event id) lets a PUT replace the element."""
+    return json.dumps(
+        {
+            "p": ev["product_id"],
+            "e": ev["event_type"],
+            "q": ev["quantity"],
+            "t": ev["ts"].timestamp(),
+            "i": ev["event_id"],
+        },
+        separators=(",", ":"),
+    )
+
+
+def _decode(blob: bytes | None, key: str) -> RankedList | None:
+    if blob is None:
+        return None
+    try:
+        return decode_list(blob)
+    except EncodingError as exc:
+        # A corrupt value is treated as a miss (and recomputed) rather than failing the request.
+        log.warning("ignoring the malformed value of %s: %s", key, exc)
+        return None
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _product(values: Sequence[bytes | None]) -> dict[str, Any] | None:
+    if all(v is None for v in values):
+        return None
+    d = {name: _text(v) for name, v in zip(PRODUCT_FIELDS, values, strict=True)}
+    price: float | None
+    try:
+        price = float(d["price"]) if d["price"] not in (None, "") else None
+    except ValueError:
+        price = None
+    return {
+        "title": d["title"],
+        "category": d["category"],
+        "brand": d["brand"] or None,
+        "price": price,
+        "available": d["available"] not in ("0", "false", "False"),
+    }

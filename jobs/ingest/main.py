@@ -1,0 +1,307 @@
+"""Bulk ingest: files (or a preset data set) -> quality gates -> MERGE into the lake, rejects to quarantine.
+
+Every input row is accounted for: ``read = accepted + quarantined + exact duplicates``. Accepted rows are
+upserted by key (a rerun changes nothing), rows breaking a rule go to the ``quarantine`` table with the rule,
+the source file and the raw row, and the job exits 1 when the quarantined share passes the threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+
+from jobs.common import lake
+from jobs.common.errors import JobError
+from jobs.common.progress import Stages
+from jobs.ingest import presets, quality, sources
+from jobs.ingest import transforms as TX
+from recsys import schema as S
+from recsys.config import Config
+
+DESCRIPTION = "bulk-load interactions or products (CSV, JSON lines, Parquet or a preset) with quality gates"
+DEFAULT_SOURCE = "bulk"
+# Relative to the working directory (the repository root for ./spark-submit.sh and make): under
+# spark-submit the code runs from a zip, so a path relative to this file would point into build/.
+PRESET_INPUTS = {presets.ONLINE_RETAIL: "../shared/datasets/online-retail/online_retail.csv.gz"}
+PRESET_EARLIEST = {presets.ONLINE_RETAIL: presets.ONLINE_RETAIL_EARLIEST}
+PARSED_FIELDS = {lake.INTERACTIONS: S.INTERACTION_FIELDS, lake.PRODUCTS: S.PRODUCT_FIELDS}
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--table",
+        choices=(lake.INTERACTIONS, lake.PRODUCTS),
+        help="table to load (required unless --preset; with a preset, load only this one)",
+    )
+    parser.add_argument("--input", help="file, folder or glob (a preset has a default)")
+    parser.add_argument(
+        "--format", choices=sources.FORMATS, help="input format (default: from the extension)"
+    )
+    parser.add_argument(
+        "--map",
+        dest="mapping",
+        metavar="THEIRS=OURS,...",
+        help="rename input columns to the table's, e.g. customer=user_id,sku=product_id",
+    )
+    parser.add_argument("--preset", choices=tuple(PRESET_INPUTS), help="load a known public data set")
+    parser.add_argument(
+        "--source",
+        default=None,
+        help=f"label for interactions without a source column (default {DEFAULT_SOURCE!r})",
+    )
+    parser.add_argument(
+        "--max-quarantine-share",
+        type=float,
+        default=None,
+        help="exit 1 when more than this share of a table's rows is quarantined "
+        "(default lake.quarantine_max_share)",
+    )
+    parser.add_argument(
+        "--max-event-age-days",
+        type=int,
+        default=None,
+        help="quarantine events older than this (default lake.max_event_age_days; a preset widens it to "
+        "cover its data set)",
+    )
+    parser.add_argument(
+        "--skip-gx",
+        action="store_true",
+        help="skip the great-expectations report (the row-level gates still run)",
+    )
+
+
+@dataclass
+class IngestReport:
+    """The counts of one table's ingest; ``read == accepted + quarantined + exact_duplicates``."""
+
+    table: str
+    label: str
+    read: int = 0
+    exact_duplicates: int = 0
+    quarantined: int = 0
+    inserted: int = 0
+    updated: int = 0
+    accepted: int = 0
+    by_rule: dict[str, int] = field(default_factory=dict)
+    gx: quality.SuiteResult | None = None
+
+    @property
+    def unchanged(self) -> int:
+        return self.accepted - self.inserted - self.updated
+
+    @property
+    def quarantined_share(self) -> float:
+        distinct = self.read - self.exact_duplicates
+        return self.quarantined / distinct if distinct else 0.0
+
+
+def rules_for(table: str, *, now: datetime, max_age_days: int) -> list[quality.Rule]:
+    if table == lake.INTERACTIONS:
+        return quality.interaction_rules(now=now, max_age_days=max_age_days)
+    return quality.product_rules()
+
+
+def tag_batch(
+    df: DataFrame, *, table: str, rules: list[quality.Rule], source: str, derive_event_id: bool
+) -> DataFrame:
+    """Input rows -> one row per distinct input row, parsed, with the rules each breaks."""
+    raw = TX.collapse_duplicates(TX.with_raw_columns(df, fields=sources.FIELDS[table]))
+    if table == lake.INTERACTIONS:
+        parsed = TX.parse_interactions(raw, source=source, derive_event_id=derive_event_id)
+    else:
+        parsed = TX.parse_products(raw)
+    return quality.tag_failures(parsed, rules=rules)
+
+
+def write_quarantine(spark: SparkSession, rows: DataFrame, path: str) -> None:
+    """Adds quarantined rows not already there (same table, rule, file and raw row), so a rerun adds none."""
+    table = lake.ensure_table(spark, path, lake.TABLES[lake.QUARANTINE])
+    on = "t.table = s.table AND t.rule = s.rule AND t.source_file <=> s.source_file AND t.raw <=> s.raw"
+    table.alias("t").merge(rows.alias("s"), on).whenNotMatchedInsertAll().execute()
+
+
+def count_batch(tagged: DataFrame, report: IngestReport) -> None:
+    """Fills the read, duplicate, quarantined (total and by rule) and accepted counts of ``report``."""
+    counts = TX.batch_counts(tagged).first()
+    assert counts is not None  # an aggregate always has one row
+    report.read, report.quarantined = int(counts["read"] or 0), int(counts["quarantined"])
+    report.exact_duplicates = int(counts["exact_duplicates"] or 0)
+    report.by_rule = {r["rule"]: int(r["rows"]) for r in TX.rule_counts(tagged).collect()}
+    report.accepted = report.read - report.exact_duplicates - report.quarantined
+
+
+def upsert(
+    spark: SparkSession, cfg: Config, tagged: DataFrame, report: IngestReport, *, now: datetime
+) -> None:
+    """MERGEs the accepted rows into the report's table and records inserted and updated."""
+    if report.table == lake.INTERACTIONS:
+        rows = TX.interaction_rows(tagged, ingested_at=now, user_buckets=cfg.lake.user_buckets)
+    else:
+        rows = TX.product_rows(tagged, updated_at=now)
+    merged = lake.merge_upsert(spark, rows, cfg.table_path(report.table), lake.TABLES[report.table])
+    report.inserted, report.updated = merged["inserted"], merged["updated"]
+
+
+def ingest_batch(
+    spark: SparkSession,
+    cfg: Config,
+    df: DataFrame,
+    *,
+    report: IngestReport,
+    now: datetime,
+    run_id: str,
+    source: str,
+    derive_event_id: bool = False,
+    use_gx: bool = True,
+    max_age_days: int | None = None,
+) -> IngestReport:
+    """Gates, upserts and quarantines one table's batch; fills and returns ``report``."""
+    table = report.table
+    rules = rules_for(table, now=now, max_age_days=max_age_days or cfg.lake.max_event_age_days)
+    stages = Stages(f"ingest {table}")
+    tagged = tag_batch(df, table=table, rules=rules, source=source, derive_event_id=derive_event_id)
+    tagged = tagged.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        with stages("quality"):
+            count_batch(tagged, report)
+        if use_gx:
+            with stages("great-expectations"):
+                batch = TX.columns_for_validation(tagged, fields=PARSED_FIELDS[table])
+                report.gx = quality.validate(batch, name=table, rules=rules)
+                _check_agreement(report)
+        with stages("merge"):
+            upsert(spark, cfg, tagged, report, now=now)
+        if report.quarantined:
+            with stages("quarantine"):
+                rejects = TX.quarantine_rows(tagged, table=table, run_id=run_id, quarantined_at=now)
+                write_quarantine(spark, rejects, cfg.table_path(lake.QUARANTINE))
+    finally:
+        tagged.unpersist()
+    return report
+
+
+def _check_agreement(report: IngestReport) -> None:
+    # Both come from the same rule list; a difference would mean the two translations drifted apart.
+    assert report.gx is not None
+    differ = {
+        r: (n, report.by_rule.get(r, 0))
+        for r, n in report.gx.unexpected.items()
+        if n != report.by_rule.get(r, 0)
+    }
+    if differ:
+        log.error("great-expectations and the Spark rules disagree (gx, spark): %s", differ)
+
+
+def print_report(r: IngestReport) -> None:
+    """The job's answer: read, accepted (inserted, updated, unchanged), quarantined by rule, duplicates."""
+    print(f"{r.table} from {r.label}:")
+    print(f"  read              {r.read:>12,}")
+    print(
+        f"  accepted          {r.accepted:>12,}  (inserted {r.inserted:,}, updated {r.updated:,}, "
+        f"unchanged {r.unchanged:,})"
+    )
+    print(f"  quarantined       {r.quarantined:>12,}  ({r.quarantined_share:.2%} of distinct rows)")
+    for rule, n in sorted(r.by_rule.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"    {rule:<24} {n:>10,}")
+    print(f"  exact duplicates  {r.exact_duplicates:>12,}  (dropped)")
+    if r.gx is not None:
+        failed = {k: v for k, v in r.gx.unexpected.items() if v}
+        print(
+            f"  great-expectations: {r.gx.evaluated} expectations, "
+            f"{'all passed' if r.gx.success else f'{len(failed)} failed'}"
+        )
+    if r.read != r.accepted + r.quarantined + r.exact_duplicates:  # pragma: no cover - holds by construction
+        raise JobError(f"{r.table}: counts do not add up: {r}")
+
+
+def print_excluded(excluded: DataFrame, label: str) -> None:
+    """The preset's source lines that are not rows of a table, by reason."""
+    rows = excluded.orderBy("table", "reason").collect()
+    print(f"{label}: source lines not loaded, by reason (decided by the preset, see docs/lake.md):")
+    for row in rows:
+        print(f"  {row['table']:<13} {row['reason']:<24} {row['rows']:>10,}")
+
+
+def _check_args(args: argparse.Namespace, share: float) -> None:
+    if not 0.0 <= share <= 1.0:
+        raise JobError(f"--max-quarantine-share must be between 0 and 1, got {share}")
+    if args.preset is None and args.table is None:
+        raise JobError("--table is required (interactions or products) unless --preset is given")
+    if args.preset is None and not args.input:
+        raise JobError("--input is required unless --preset is given")
+    if args.preset is not None and (args.mapping or args.format):
+        raise JobError("--map and --format do not apply to --preset (the preset knows its columns)")
+    if args.max_event_age_days is not None and args.max_event_age_days <= 0:
+        raise JobError(f"--max-event-age-days must be positive, got {args.max_event_age_days}")
+
+
+def max_age_days(args: argparse.Namespace, cfg: Config, now: datetime) -> int:
+    """The age bound of ``ts``: the option, else the config, widened to cover a preset's historical data."""
+    days = args.max_event_age_days or cfg.lake.max_event_age_days
+    if args.preset is not None and args.max_event_age_days is None:
+        days = max(days, (now - PRESET_EARLIEST[args.preset]).days + 1)
+    return days
+
+
+def batches(spark: SparkSession, args: argparse.Namespace) -> tuple[list[tuple[str, DataFrame, str]], Any]:
+    """The (table, rows, label) batches to ingest and, for a preset, its exclusion report."""
+    if args.preset is not None:
+        path = args.input or os.path.abspath(PRESET_INPUTS[args.preset])
+        if "://" not in path and not sources.input_files(path):
+            raise JobError(f"--preset {args.preset}: input file not found: {path}")
+        data = presets.online_retail_data(spark, path)
+        found = [(lake.PRODUCTS, data.products, path), (lake.INTERACTIONS, data.events, path)]
+        return [b for b in found if args.table in (None, b[0])], data.excluded
+    fmt = sources.resolve_format(args.input, args.format)
+    mapping = sources.parse_mapping(args.mapping, table=args.table)
+    df = sources.read_input(spark, args.input, fmt)
+    sources.check_columns(
+        df, table=args.table, label=args.input, mapping=mapping, required=sources.REQUIRED[args.table]
+    )
+    return [(args.table, TX.rename_columns(df, mapping=mapping), args.input)], None
+
+
+def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
+    share = cfg.lake.quarantine_max_share if args.max_quarantine_share is None else args.max_quarantine_share
+    _check_args(args, share)
+    now = datetime.now(UTC)
+    run_id = f"ingest-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    todo, excluded = batches(spark, args)
+    source = args.source or (presets.ONLINE_RETAIL_SOURCE if args.preset else DEFAULT_SOURCE)
+    if excluded is not None:
+        print_excluded(excluded, args.preset)
+    over = []
+    for table, df, label in todo:
+        derive = table == lake.INTERACTIONS and S.COL_EVENT_ID not in df.columns
+        report = ingest_batch(
+            spark,
+            cfg,
+            df,
+            report=IngestReport(table, label),
+            now=now,
+            run_id=run_id,
+            source=source,
+            derive_event_id=derive,
+            use_gx=not args.skip_gx,
+            max_age_days=max_age_days(args, cfg, now),
+        )
+        print_report(report)
+        if report.quarantined_share > share:
+            over.append(report)
+    print(f"run {run_id}; tables at {cfg.lake.root}")
+    for r in over:
+        print(
+            f"error: {r.quarantined_share:.2%} of the {r.table} rows were quarantined, more than "
+            f"--max-quarantine-share {share:.2%}; the {r.accepted:,} accepted rows were written. "
+            f"See the quarantine table (run_id {run_id}), fix the input and rerun (reruns are idempotent)."
+        )
+    return 1 if over else 0

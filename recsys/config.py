@@ -162,6 +162,12 @@ class ServingConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    pushgateway_url: str = ""
+    push_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class Config:
     lake: LakeConfig = field(default_factory=LakeConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -171,6 +177,7 @@ class Config:
     content: ContentConfig = field(default_factory=ContentConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def table_path(self, name: str) -> str:
         """Location of the Delta table ``name`` under ``lake.root``."""

@@ -1,0 +1,74 @@
+"""The als job end to end on a tiny lake: factors, candidates, serving bundle and run record."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+from chispa import assert_df_equality
+
+from jobs.als import main as als_main
+from jobs.common import lake
+from recsys.bundle import current_bundle_dir, load_bundle
+from recsys.config import AlsConfig, Config, LakeConfig
+from recsys.foldin import fold_in
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+END = datetime(2026, 3, 1)
+
+
+def _events(spark, lake_root):
+    rows = []
+    for u in range(12):  # two taste groups; each user misses one product of their group
+        group = range(4) if u < 6 else range(4, 8)
+        for i in group:
+            if i % 4 != u % 4:
+                ts = END - timedelta(days=60 if u == 11 else 1 + i)  # u11 is inactive for 30 days
+                rows.append((f"e{u}-{i}", f"u{u}", f"p{i}", "purchase", 1, ts, None, "test", END, 0))
+    df = spark.createDataFrame(rows, lake.INTERACTIONS_SCHEMA)
+    df.write.format("delta").save(str(lake_root / "interactions"))
+
+
+def test_als_job_writes_every_output(spark, lake_root, tmp_path):
+    _events(spark, lake_root)
+    cfg = Config(
+        lake=LakeConfig(
+            root=str(lake_root), models_root=str(tmp_path / "models"), checkpoint_dir=str(tmp_path / "ckpt")
+        ),
+        als=AlsConfig(rank=4, max_iter=10, top_n=2, alpha=5.0, reg_param=0.05, seed=1),
+    )
+    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=False)
+    assert als_main.run(args, cfg, spark) == 0
+
+    cands = lake.read_table(spark, cfg.table_path(lake.CF_CANDIDATES))
+    version = cands.first()["model_version"]
+    assert version.startswith("als-") and version.endswith("Z")
+    # Each active user's one missing product of their group ranks first; u11 (inactive) gets none.
+    firsts = cands.where("rank = 1").select("user_id", "product_id")
+    expected = spark.createDataFrame(
+        [(f"u{u}", f"p{(4 if u >= 6 else 0) + u % 4}") for u in range(11)],
+        "user_id string, product_id string",
+    )
+    assert_df_equality(firsts, expected, ignore_row_order=True, ignore_nullable=True)
+    seen = lake.read_table(spark, cfg.table_path(lake.INTERACTIONS)).select("user_id", "product_id")
+    assert cands.join(seen, ["user_id", "product_id"], "left_semi").count() == 0
+
+    bundle = load_bundle(current_bundle_dir(cfg.model_path("als")))
+    assert bundle.model_version == version and bundle.item_factors.shape == (8, 4)
+    users = lake.read_table(spark, cfg.table_path(lake.ALS_USER_FACTORS))
+    u0 = users.where("user_id = 'u0'").first()
+    np.testing.assert_allclose(bundle.user_vector("u0"), np.array(u0["factors"]), rtol=1e-6)
+    rows = np.array([bundle.item_index[p] for p in ("p1", "p2", "p3")])
+    folded = fold_in(bundle.item_factors, bundle.gram, rows, np.ones(3), reg_param=0.05, alpha=5.0)
+    np.testing.assert_allclose(folded, bundle.user_vector("u0"), rtol=1e-3, atol=1e-4)
+
+    run = lake.read_table(spark, cfg.table_path(lake.RUNS)).first()
+    assert (run["job"], run["model_version"]) == ("als", version)
+    assert json.loads(run["row_counts"])["pairs"] == 36
+    assert set(json.loads(run["timings"])) >= {"matrix", "fit", "candidates", "bundle"}
+    assert json.loads(run["params"])["rank"] == 4
+    assert json.loads(run["metrics"])["candidate_users_share"] == pytest.approx(11 / 12)

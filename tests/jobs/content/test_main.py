@@ -1,0 +1,81 @@
+"""The content job end to end on a tiny lake: outputs, run record, and a new product in the next run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime
+
+import pytest
+from pyspark.sql import functions as F
+
+from jobs.common import lake
+from jobs.content import main
+from recsys.config import load_config
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+NOW = datetime(2026, 1, 31, 12, 0)
+PRODUCTS = [
+    ("a1", "red cotton shirt", "Clothes", "acme", 10.0, True, NOW),
+    ("a2", "blue cotton shirt", "Clothes", "acme", 12.0, True, NOW),
+    ("a3", "red wool jumper", "Clothes", "zeta", 30.0, True, NOW),
+    ("b1", "red ceramic mug", "Kitchen", "acme", 6.0, True, NOW),
+    ("b2", "blue ceramic bowl", "Kitchen", "delta", 9.0, True, NOW),
+]
+EVENTS = [
+    ("e1", "u1", "a1", "purchase", 1, NOW, None, "test", NOW, 0),
+    ("e2", "u1", "b1", "view", 1, NOW, None, "test", NOW, 0),
+    ("e3", "u2", "b2", "click", 1, NOW, None, "test", NOW, 0),
+]
+
+
+def _run(spark, root) -> None:
+    args = argparse.Namespace(full=False, sample_recall=5, lake=str(root), conf_file=None)
+    assert main.run(args, load_config(), spark) == 0
+
+
+def test_outputs_runs_and_new_product_gets_neighbours(spark, lake_root):
+    cfg = load_config()
+    path = lambda name: str(lake_root / name)  # noqa: E731
+    lake.merge_upsert(
+        spark,
+        spark.createDataFrame(PRODUCTS, lake.PRODUCTS_SCHEMA),
+        path("products"),
+        lake.TABLES["products"],
+    )
+    lake.merge_upsert(
+        spark,
+        spark.createDataFrame(EVENTS, lake.INTERACTIONS_SCHEMA),
+        path("interactions"),
+        lake.TABLES["interactions"],
+    )
+    _run(spark, lake_root)
+    first = lake.read_table(spark, path("item_neighbors"))
+    assert first.columns == ["product_id", "neighbor_id", "score", "rank", "model_version"]
+    assert {r["product_id"] for r in first.collect()} == {p[0] for p in PRODUCTS}
+    cands = lake.read_table(spark, path("content_candidates")).where(F.col("user_id") == "u1").collect()
+    assert cands and "a1" not in {r["product_id"] for r in cands}
+
+    new = [("a9", "green cotton shirt", "Clothes", "acme", 11.0, True, NOW)]
+    lake.merge_upsert(
+        spark, spark.createDataFrame(new, lake.PRODUCTS_SCHEMA), path("products"), lake.TABLES["products"]
+    )
+    _run(spark, lake_root)
+    second = lake.read_table(spark, path("item_neighbors"))
+    a9 = second.where(F.col("product_id") == "a9").orderBy("rank").collect()
+    assert [r["rank"] for r in a9] == list(range(1, 6))  # 5 other products, top_k 50
+    assert a9[0]["neighbor_id"] in {"a1", "a2"}
+    assert second.where(F.col("neighbor_id") == "a9").count() == 5
+    assert second.select("model_version").distinct().count() == 1
+
+    runs = lake.read_table(spark, path("runs")).orderBy("started_at").collect()
+    assert [r["job"] for r in runs] == ["content", "content"]
+    assert (
+        runs[1]["model_version"].startswith("content-") and runs[1]["model_version"] == a9[0]["model_version"]
+    )
+    metrics = json.loads(runs[1]["metrics"])
+    assert metrics["neighbors_recall"] == pytest.approx(1.0)
+    assert json.loads(runs[1]["row_counts"])["item_neighbors"] == 30
+    assert set(json.loads(runs[1]["timings"])) >= {"features", "similar_items", "recall_check"}
+    assert json.loads(runs[1]["params"])["top_k"] == cfg.content.top_k

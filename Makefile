@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONF ?= conf/local.yaml
 
-.PHONY: help setup demo test lint bench serve docs clean
+.PHONY: help setup demo redis test lint bench serve docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -13,10 +13,14 @@ help: ## list the targets
 setup: ## install venv, packages, Delta jars, redis-server and OpenBLAS (idempotent)
 	@./scripts/setup.sh
 
-demo: setup ## generate the sample, run the pipeline (ingest, als, content, blend, load into redis.url)
+demo: setup redis ## generate the sample, run the pipeline (ingest, als, content, blend, load into redis.url)
 	./spark-submit.sh generate --conf-file $(CONF)
 	./spark-submit.sh pipeline --conf-file $(CONF) --full
 	./spark-submit.sh summary --conf-file $(CONF)
+	@echo; echo "Next: make serve, then curl -s localhost:8000/v1/users/U0000001/recommendations | head -c 600"
+
+redis: setup ## start the local redis-server (conf/redis.conf, data in data/redis) unless one is running
+	@./scripts/redis.sh start
 
 test: setup ## run the test suite (starts its own Redis on a loopback port)
 	$(PY) -m pytest -q
@@ -28,7 +32,7 @@ lint: setup ## ruff and mypy on the Spark-free packages and serving
 bench: setup ## run the benchmarks under bench/ (minutes; prints figures)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-serve: setup ## run the API under gunicorn (the create_app factory, settings from serving.gunicorn_conf)
+serve: setup redis ## run the API under gunicorn (the create_app factory, settings from serving.gunicorn_conf)
 	RECSYS_CONF_FILE=$(CONF) $(VENV)/bin/gunicorn -c python:serving.gunicorn_conf --access-logfile - 'serving:create_app()'
 
 docs: setup ## render the architecture diagrams (docs/diagrams/*.dot -> SVG and PNG)

@@ -39,7 +39,9 @@ def test_alert_rules_fire_as_specified(promtool):
 
 def test_promtool_rejects_a_broken_rule(promtool, tmp_path):
     bad = tmp_path / "bad.yml"
-    bad.write_text("groups:\n  - name: x\n    rules:\n      - alert: Broken\n        expr: sum(rate(x[5m]) > \n")
+    bad.write_text(
+        "groups:\n  - name: x\n    rules:\n      - alert: Broken\n        expr: sum(rate(x[5m]) > \n"
+    )
     assert run(promtool, "check", "rules", str(bad)).returncode != 0
 
 

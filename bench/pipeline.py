@@ -1,0 +1,143 @@
+"""The whole pipeline on generated data (1M, 4M events): seconds per stage, ratio to a bare ALS fit.
+
+For each size it generates a sample (``generate``: ``--events-per-user 30``, users = events / 30, 20k
+products), runs ``pipeline --full`` (ingest, als, content, blend, load into a redis-server it starts on a
+free loopback port) in one Spark session on a fresh lake in a temp folder, then times the bare ALS fit
+(``build_als(cfg.als).fit``) on the training matrix of the same lake, cached and counted beforehand. The
+target is ``pipeline seconds / ALS fit seconds <= 2.5``.
+
+    .venv/bin/python bench/pipeline.py [--events 1000000,4000000] [--conf-file conf/local.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pyspark.sql import functions as F  # noqa: E402
+
+from bench.load import free_port, start_redis  # noqa: E402
+from jobs.als import transforms as als_tr  # noqa: E402
+from jobs.als.model import build_als  # noqa: E402
+from jobs.common import lake  # noqa: E402
+from jobs.common.spark import build_spark  # noqa: E402
+from jobs.pipeline.main import run_pipeline  # noqa: E402
+from jobs.run import available_jobs, build_parser  # noqa: E402
+from recsys import schema as S  # noqa: E402
+from recsys.config import Config, load_config  # noqa: E402
+
+EVENTS_PER_USER = 30
+PRODUCTS = 20_000
+
+
+def bench_config(base: Config, work: str, redis_url: str) -> Config:
+    return dataclasses.replace(
+        base,
+        lake=dataclasses.replace(
+            base.lake,
+            root=f"{work}/lake",
+            raw_root=f"{work}/raw",
+            models_root=f"{work}/models",
+            checkpoint_dir=f"{work}/checkpoints",
+        ),
+        redis=dataclasses.replace(base.redis, url=redis_url),
+    )
+
+
+def generate(spark, cfg: Config, events: int) -> None:
+    job = available_jobs()["generate"]
+    args = build_parser("generate", job).parse_args(
+        [
+            "--users",
+            str(events // EVENTS_PER_USER),
+            "--products",
+            str(PRODUCTS),
+            "--events-per-user",
+            str(EVENTS_PER_USER),
+        ]
+    )
+    job.run(args, cfg, spark)
+
+
+def bare_als_fit(spark, cfg: Config) -> float:
+    events = lake.read_table(spark, cfg.table_path(lake.INTERACTIONS))
+    as_of = events.agg(F.max(S.COL_TS)).first()[0]
+    ratings = als_tr.training_matrix(
+        events, events_cfg=cfg.events, as_of=as_of, binary_confidence=cfg.als.binary_confidence
+    )
+    empty_u = spark.createDataFrame([], "user_id string, user_idx int")
+    empty_i = spark.createDataFrame([], "product_id string, item_idx int")
+    users = als_tr.new_index_rows(ratings, empty_u, col_id=S.COL_USER, col_idx=als_tr.COL_USER_IDX).cache()
+    items = als_tr.new_index_rows(ratings, empty_i, col_id=S.COL_ITEM, col_idx=als_tr.COL_ITEM_IDX).cache()
+    train = als_tr.indexed_ratings(ratings, users, items).cache()
+    train.count()
+    t0 = time.perf_counter()
+    model = build_als(cfg.als).fit(train)
+    model.itemFactors.count()
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", default="1000000,4000000", help="comma-separated event counts")
+    parser.add_argument("--conf-file", default=str(ROOT / "conf" / "local.yaml"))
+    args = parser.parse_args()
+    base = load_config(args.conf_file)
+    results = []
+    for n in [int(x) for x in args.events.split(",")]:
+        work = tempfile.mkdtemp(prefix=f"bench-pipeline-{n}-")
+        port = free_port()
+        server = start_redis(port, work)
+        cfg = bench_config(base, work, f"redis://127.0.0.1:{port}/0")
+        spark = build_spark(
+            dataclasses.replace(cfg.spark, driver_memory="3g", log_level="ERROR"), "bench-pipeline"
+        )
+        spark.sparkContext.setCheckpointDir(cfg.lake.checkpoint_dir)
+        try:
+            generate(spark, cfg, n)
+            pargs = argparse.Namespace(
+                full=True, events=None, products=None, format=None, preset=None, skip=""
+            )
+            t0 = time.perf_counter()
+            summary = run_pipeline(pargs, cfg, spark)
+            total = time.perf_counter() - t0
+            fit = bare_als_fit(spark, cfg)
+            results.append((n, summary, total, fit))
+            print(summary.line(), flush=True)
+            print(
+                f"{n:,} events: pipeline {total:.1f}s, bare ALS fit {fit:.1f}s, ratio {total / fit:.2f}",
+                flush=True,
+            )
+        finally:
+            spark.stop()
+            server.terminate()
+            server.wait(timeout=30)
+            shutil.rmtree(work, ignore_errors=True)
+    stages = ("ingest", "als", "content", "blend", "load")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        "| events | users scored | keys | "
+        + " | ".join(f"{s} s" for s in stages)
+        + " | pipeline s | bare ALS fit s | ratio |"
+    )
+    print("|---" * (len(stages) + 6) + "|")
+    for n, summary, total, fit in results:
+        print(
+            f"| {n:,} | {summary.users_scored:,} | {summary.keys_loaded:,} | "
+            + " | ".join(f"{summary.seconds.get(s, 0):.1f}" for s in stages)
+            + f" | {total:.1f} | {fit:.1f} | {total / fit:.2f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""``./spark-submit.sh blend``: popular lists, item-kNN neighbours, the hybrid blend per user, similar items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.als.transforms import active_users
+from jobs.blend import transforms as tr
+from jobs.common import lake
+from jobs.common.errors import JobError
+from jobs.common.progress import Stages
+from jobs.common.runs import model_version, write_run_record
+from jobs.evaluate import baselines as bl
+from recsys import schema as S
+from recsys.config import Config
+
+DESCRIPTION = "blend CF, content, item-kNN and popular candidates per user; popular lists; similar items"
+log = logging.getLogger(__name__)
+
+SIMILAR_ITEMS = "similar_items"
+COL_SCORED_AT = "scored_at"
+
+
+@dataclass(frozen=True)
+class BlendOutcome:
+    """What a blend run wrote."""
+
+    model_version: str
+    users: int
+    row_counts: dict[str, int]
+    seconds: dict[str, float]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--all-users",
+        action="store_true",
+        help="score every user with interactions, not only those with candidates or recent events",
+    )
+
+
+def _latest(events: DataFrame) -> datetime:
+    latest = events.agg(F.max(S.COL_TS)).first()[0]
+    if latest is None:
+        raise JobError("the interactions table is empty: ingest events first")
+    return latest
+
+
+def _optional(spark: SparkSession, cfg: Config, name: str) -> DataFrame | None:
+    path = cfg.table_path(name)
+    if lake.table_exists(spark, path):
+        return lake.read_table(spark, path)
+    log.warning("no %s table at %s: that candidate source is skipped", name, path)
+    return None
+
+
+def _tagged(df: DataFrame, version: str) -> DataFrame:
+    return df.withColumn("model_version", F.lit(version))
+
+
+def write_recommendations(spark: SparkSession, recs: DataFrame, path: str, *, incremental: bool) -> None:
+    """Full runs replace the table; incremental runs MERGE the rescored users' rows in (one Delta commit)."""
+    if not incremental or not lake.table_exists(spark, path):
+        lake.overwrite_version(recs, path)
+        return
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(recs.alias("s"), f"t.`{S.COL_USER}` = s.`{S.COL_USER}`")
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def scored_users(
+    spark: SparkSession,
+    cfg: Config,
+    events: DataFrame,
+    as_of: datetime,
+    *,
+    all_users: bool,
+    sources: list[DataFrame],
+) -> DataFrame:
+    """Users of a full run: those with CF or content candidates or an event in the active window."""
+    if all_users:
+        return events.select(S.COL_USER).distinct()
+    users = active_users(events, as_of=as_of, window_days=cfg.als.active_window_days)
+    for df in sources:
+        users = users.unionByName(df.select(S.COL_USER))
+    return users.distinct()
+
+
+def run_blend(
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    version: str,
+    stages: Stages,
+    users: DataFrame | None = None,
+    all_users: bool = False,
+) -> BlendOutcome:
+    """Computes and writes the popular lists, item-kNN neighbours, similar items and the blended lists.
+
+    Args:
+        spark: The session.
+        cfg: The configuration.
+        version: The model version tagging every row written.
+        stages: Progress and timings.
+        users: Only these users are rescored (``user_id`` rows) and merged into ``recommendations``;
+            ``None`` rescores everyone and replaces the table.
+        all_users: In a full run, score every user with interactions.
+
+    Returns:
+        Counts and timings of the run.
+    """
+    bcfg = cfg.blend
+    ipath = cfg.table_path(lake.INTERACTIONS)
+    ppath = cfg.table_path(lake.PRODUCTS)
+    for path in (ipath, ppath):
+        if not lake.table_exists(spark, path):
+            raise JobError(f"no Delta table at {path}: run ingest first")
+    events = lake.read_table(spark, ipath)
+    products = lake.read_table(spark, ppath).select(S.COL_ITEM, S.COL_CATEGORY, S.COL_AVAILABLE).cache()
+    counts: dict[str, int] = {}
+    with stages("popular"):
+        as_of = _latest(events)
+        scores = tr.popularity_scores(
+            events, events_cfg=cfg.events, half_life_days=bcfg.popular_half_life_days, as_of=as_of
+        )
+        popular = tr.popular_lists(scores, products, top_n=bcfg.popular_top_n)
+        lake.overwrite_version(_tagged(popular, version), cfg.table_path(lake.POPULAR))
+        popular = lake.read_table(spark, cfg.table_path(lake.POPULAR)).cache()
+        counts["popular_rows"] = popular.count()
+    with stages("itemknn"):
+        pairs = events.groupBy(S.COL_USER, S.COL_ITEM).agg(F.max(S.COL_TS).alias("last_ts"))
+        nbrs = bl.itemknn_neighbors(
+            pairs, m=cfg.als.knn_neighbors, max_items_per_user=cfg.als.knn_max_items_per_user
+        )
+        lake.overwrite_version(_tagged(nbrs, version), cfg.table_path(lake.ITEMKNN_NEIGHBORS))
+        nbrs = lake.read_table(spark, cfg.table_path(lake.ITEMKNN_NEIGHBORS))
+        counts["itemknn_neighbors"] = nbrs.count()
+    with stages("similar"):
+        content_nbrs = _optional(spark, cfg, lake.ITEM_NEIGHBORS)
+        similar = tr.similar_items(
+            content_nbrs,
+            nbrs,
+            products,
+            weight_content=bcfg.weight_content,
+            weight_itemknn=bcfg.weight_itemknn,
+            top_n=bcfg.similar_top_n,
+        )
+        lake.overwrite_version(_tagged(similar, version), cfg.table_path(SIMILAR_ITEMS))
+        counts["similar_rows"] = lake.read_table(spark, cfg.table_path(SIMILAR_ITEMS)).count()
+    with stages("blend"):
+        cf = _optional(spark, cfg, lake.CF_CANDIDATES)
+        content = _optional(spark, cfg, lake.CONTENT_CANDIDATES)
+        incremental = users is not None
+        if users is None:
+            users = scored_users(
+                spark,
+                cfg,
+                events,
+                as_of,
+                all_users=all_users,
+                sources=[df for df in (cf, content) if df is not None],
+            )
+        users = users.select(S.COL_USER).distinct().cache()
+        history = tr.user_history(events.join(users, S.COL_USER, "left_semi")).cache()
+        parts = [tr.popular_candidates(users, popular, top_n=bcfg.popular_candidates)]
+        for df, source in ((cf, "cf"), (content, "content")):
+            if df is not None:
+                parts.append(tr.tag_source(df.join(users, S.COL_USER, "left_semi"), source=source))
+        knn = bl.itemknn_recommend(history.select(S.COL_USER, S.COL_ITEM), nbrs, users, k=bcfg.itemknn_top_n)
+        parts.append(tr.tag_source(knn, source="itemknn"))
+        candidates = parts[0]
+        for part in parts[1:]:
+            candidates = candidates.unionByName(part)
+        enriched = tr.enrich(candidates, history, products, tr.interaction_counts(history))
+        recs = tr.blend_users(enriched, cfg=bcfg, partitions=cfg.spark.shuffle_partitions)
+        scored_at = datetime.now(UTC).replace(tzinfo=None)
+        recs = _tagged(recs, version).withColumn(COL_SCORED_AT, F.lit(scored_at).cast("timestamp"))
+        rpath = cfg.table_path(lake.RECOMMENDATIONS)
+        write_recommendations(spark, recs, rpath, incremental=incremental)
+        written = lake.read_table(spark, rpath).where(F.col("model_version") == version)
+        agg = written.agg(F.count(F.lit(1)).alias("u"), F.sum(F.size(tr.COL_PRODUCT_IDS)).alias("n")).first()
+        counts["users"] = int(agg["u"] or 0)
+        counts["recommendation_items"] = int(agg["n"] or 0)
+    return BlendOutcome(version, counts["users"], counts, dict(stages.seconds))
+
+
+def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
+    started = datetime.now(UTC).replace(tzinfo=None)
+    version = model_version("blend", started)
+    stages = Stages("blend")
+    out = run_blend(spark, cfg, version=version, stages=stages, all_users=args.all_users)
+    write_run_record(
+        spark,
+        cfg.table_path(lake.RUNS),
+        {
+            "job": "blend",
+            "model_version": version,
+            "started_at": started,
+            "finished_at": datetime.now(UTC).replace(tzinfo=None),
+            "params": _params(cfg),
+            "metrics": {},
+            "timings": stages.seconds,
+            "row_counts": out.row_counts,
+        },
+    )
+    print(
+        f"blend {version}: {out.users:,} users scored, {out.row_counts['recommendation_items']:,} items; "
+        f"{out.row_counts['popular_rows']:,} popular rows, {out.row_counts['similar_rows']:,} similar rows; "
+        f"{sum(stages.seconds.values()):.1f}s"
+    )
+    return 0
+
+
+def _params(cfg: Config) -> dict[str, object]:
+    from dataclasses import asdict
+
+    return {"blend": asdict(cfg.blend), "knn_neighbors": cfg.als.knn_neighbors}

@@ -1,0 +1,233 @@
+"""``./spark-submit.sh load``: bulk-load the blended lists, similar items, popular lists, products, history.
+
+Rows are written from the executors (``mapInPandas`` over the lake tables, pipelined ``SET ... EX``), only
+per-partition counts come back to the driver. ``model:current`` is written last, once every other key is.
+If the Redis server restarted during the load (its ``run_id`` changed, so keys written before the restart
+may be gone when it has no persistence), the load is replayed, at most :data:`MAX_ROUNDS` times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from jobs.blend.main import SIMILAR_ITEMS
+from jobs.common import lake
+from jobs.common.errors import JobError
+from jobs.common.progress import Stages
+from jobs.load import transforms as tr
+from jobs.load.writer import KINDS, STATS_COLUMNS, Target, open_client, partition_writer, server_id
+from recsys import keys
+from recsys import schema as S
+from recsys.bundle import CURRENT
+from recsys.config import Config
+from recsys.encoding import SOURCE_BITS
+
+DESCRIPTION = "bulk-load recommendations, similar items, popular lists, products and history into Redis"
+log = logging.getLogger(__name__)
+
+MAX_ROUNDS = 3
+STATS_SCHEMA = T.StructType(
+    [
+        T.StructField("keys", T.LongType()),
+        T.StructField("deleted", T.LongType()),
+        T.StructField("value_bytes", T.LongType()),
+        T.StructField("retries", T.LongType()),
+        T.StructField("server_ids", T.StringType()),
+    ]
+)
+MEMORY_SAMPLE = 200
+
+
+@dataclass
+class LoadOutcome:
+    """What a load wrote: keys per kind, user keys, bytes and seconds."""
+
+    keys: dict[str, int] = field(default_factory=dict)
+    deleted: int = 0
+    users: int = 0
+    value_bytes_per_user: float = 0.0
+    memory_bytes_per_user: float = 0.0
+    retries: int = 0
+    rounds: int = 0
+    model_version: str = ""
+
+    @property
+    def total_keys(self) -> int:
+        return sum(self.keys.values())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--version",
+        default=None,
+        help="load only the users rescored by this blend model_version (incremental)",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(KINDS),
+        help=f"comma-separated key kinds to load (default: all of {','.join(KINDS)})",
+    )
+
+
+def write_kind(df: DataFrame, *, kind: str, ttl: int | None, target: Target) -> dict[str, object]:
+    """Writes one transform's rows from the executors; returns the summed counts (one small row)."""
+    stats = df.mapInPandas(partition_writer(kind=kind, ttl=ttl, target=target), STATS_SCHEMA)
+    row = stats.agg(
+        *[F.sum(c).alias(c) for c in STATS_COLUMNS if c != "server_ids"],
+        F.concat_ws(",", F.collect_set("server_ids")).alias("server_ids"),
+    ).first()
+    return {c: (row[c] or 0) if c != "server_ids" else row[c] for c in STATS_COLUMNS}
+
+
+def _frames(
+    spark: SparkSession, cfg: Config, kinds: Sequence[str], version: str | None, now: float
+) -> tuple[dict[str, tuple[DataFrame, int | None]], str]:
+    rpath = cfg.table_path(lake.RECOMMENDATIONS)
+    if not lake.table_exists(spark, rpath):
+        raise JobError(f"no recommendations table at {rpath}: run blend first")
+    recs = lake.read_table(spark, rpath)
+    if version is not None:
+        recs = recs.where(F.col("model_version") == version)
+    model_version = version or (recs.agg(F.max("model_version")).first()[0] or "")
+    events = lake.read_table(spark, cfg.table_path(lake.INTERACTIONS))
+    ttl, long_ttl = cfg.redis.ttl_seconds, cfg.redis.long_ttl_seconds
+    frames: dict[str, tuple[DataFrame, int | None]] = {}
+    if "user" in kinds:
+        frames["user"] = (tr.user_lists(recs), ttl)
+    if "similar" in kinds and lake.table_exists(spark, cfg.table_path(SIMILAR_ITEMS)):
+        frames["similar"] = (
+            tr.similar_lists(lake.read_table(spark, cfg.table_path(SIMILAR_ITEMS)), created_at=now),
+            long_ttl,
+        )
+    if "popular" in kinds and lake.table_exists(spark, cfg.table_path(lake.POPULAR)):
+        frames["popular"] = (
+            tr.popular_lists(
+                lake.read_table(spark, cfg.table_path(lake.POPULAR)),
+                source_bit=SOURCE_BITS["popular"],
+                created_at=now,
+            ),
+            long_ttl,
+        )
+    if "product" in kinds:
+        frames["product"] = (tr.product_hashes(lake.read_table(spark, cfg.table_path(lake.PRODUCTS))), None)
+    if "history" in kinds:
+        scope = events if version is None else events.join(recs.select(S.COL_USER), S.COL_USER, "left_semi")
+        frames["history"] = (
+            tr.history_seeds(scope, length=cfg.redis.history_seed_length),
+            cfg.serving.history_ttl_s,
+        )
+    return frames, model_version
+
+
+def _als_bundle(cfg: Config) -> str:
+    pointer = Path(cfg.model_path("als")) / CURRENT
+    return pointer.read_text().strip() if pointer.is_file() else ""
+
+
+def memory_per_user(client: object, user_ids: Sequence[str]) -> float:
+    """Mean ``MEMORY USAGE`` (key, value and overhead) of the given users' recommendation keys."""
+    sizes = [client.memory_usage(keys.user_recs_key(u), samples=0) for u in user_ids]  # type: ignore[attr-defined]
+    sizes = [s for s in sizes if s]
+    return float(sum(sizes) / len(sizes)) if sizes else 0.0
+
+
+def run_load(
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    stages: Stages,
+    version: str | None = None,
+    kinds: Sequence[str] = KINDS,
+) -> LoadOutcome:
+    """Loads the lake's serving tables into Redis and writes ``model:current`` last.
+
+    Args:
+        spark: The session.
+        cfg: The configuration (``redis`` section: url, cluster, TTLs, pipeline size).
+        stages: Progress and timings.
+        version: Load only the users of this blend ``model_version`` (an incremental run).
+        kinds: The key kinds to load (:data:`jobs.load.writer.KINDS`).
+
+    Returns:
+        Counts, bytes per user and the number of rounds.
+    """
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise JobError(f"--only names unknown kind(s) {', '.join(unknown)} (known: {', '.join(KINDS)})")
+    target = Target.from_config(cfg.redis)
+    client = open_client(target)
+    try:
+        before = server_id(client)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach Redis ends the job with one line
+        raise JobError(f"cannot reach Redis at {cfg.redis.url}: {exc}") from exc
+    frames, model_version = _frames(spark, cfg, kinds, version, time.time())
+    out = LoadOutcome(model_version=model_version)
+    for round_no in range(1, MAX_ROUNDS + 1):
+        out.rounds = round_no
+        seen = {before}
+        for kind, (df, ttl) in frames.items():
+            with stages(f"load_{kind}" if round_no == 1 else f"load_{kind}_round{round_no}"):
+                stats = write_kind(df, kind=kind, ttl=ttl, target=target)
+            out.keys[kind] = int(stats["keys"])  # type: ignore[call-overload]
+            out.retries += int(stats["retries"])  # type: ignore[call-overload]
+            if kind == "user":
+                out.deleted = int(stats["deleted"])  # type: ignore[call-overload]
+                out.users = out.keys[kind]
+                out.value_bytes_per_user = int(stats["value_bytes"]) / max(out.users, 1)  # type: ignore[call-overload]
+            seen.update(s for s in str(stats["server_ids"]).split(",") if s)
+        now_id = server_id(client)
+        if seen == {before} and now_id == before:
+            break
+        log.warning(
+            "Redis restarted during the load (server ids %s -> %s): loading again", sorted(seen), now_id
+        )
+        before = now_id
+    else:
+        raise JobError(f"Redis restarted during each of {MAX_ROUNDS} load rounds: the load is incomplete")
+    if "user" in frames and out.users:
+        sample = [
+            r[0]
+            for r in frames["user"][0]
+            .where(F.size(tr.COL_PRODUCT_IDS) > 0)
+            .select(tr.COL_ID)
+            .limit(MEMORY_SAMPLE)
+            .collect()
+        ]
+        out.memory_bytes_per_user = memory_per_user(client, sample)
+    with stages("model_current"):
+        client.hset(
+            keys.MODEL_KEY,
+            mapping={
+                "model_version": model_version,
+                "als_bundle": _als_bundle(cfg),
+                "loaded_at": f"{time.time():.3f}",
+                "users": str(out.users),
+                "keys": str(out.total_keys),
+            },
+        )
+    out.keys["model"] = 1
+    client.close()
+    return out
+
+
+def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
+    stages = Stages("load")
+    kinds = [k.strip() for k in args.only.split(",") if k.strip()]
+    out = run_load(spark, cfg, stages=stages, version=args.version, kinds=kinds)
+    per_kind = ", ".join(f"{k} {v:,}" for k, v in out.keys.items())
+    print(
+        f"load {out.model_version or '-'}: {out.total_keys:,} keys ({per_kind}); "
+        f"{out.deleted:,} emptied users deleted; {out.value_bytes_per_user:,.0f} B value and "
+        f"{out.memory_bytes_per_user:,.0f} B Redis memory "
+        f"per user; {out.retries} retries, {out.rounds} round(s); {sum(stages.seconds.values()):.1f}s"
+    )
+    return 0

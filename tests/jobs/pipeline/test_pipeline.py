@@ -1,0 +1,118 @@
+"""The pipeline's incremental mode: only users with new interactions are rescored and reloaded."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
+
+from jobs.common import lake
+from jobs.pipeline.main import run_pipeline
+from recsys.config import Config, LakeConfig, RedisConfig, SparkConfig
+from recsys.encoding import decode_list
+
+pytestmark = [pytest.mark.spark, pytest.mark.redis, pytest.mark.slow]
+
+T0 = datetime(2026, 1, 10)
+T1 = datetime(2026, 1, 11)
+
+
+def config(lake_root: Path, url: str) -> Config:
+    return dataclasses.replace(
+        Config(),
+        lake=dataclasses.replace(LakeConfig(), root=str(lake_root), models_root=str(lake_root / "models")),
+        redis=dataclasses.replace(RedisConfig(), url=url),
+        spark=dataclasses.replace(SparkConfig(), shuffle_partitions=2),
+    )
+
+
+def event(eid: str, user: str, pid: str, etype: str, ts: datetime, ingested: datetime) -> tuple:
+    return (eid, user, pid, etype, 1, ts, None, "test", ingested, 0)
+
+
+def seed_lake(spark, cfg: Config) -> None:
+    spark.createDataFrame(
+        [
+            (p, p.upper(), c, None, 1.0, True, T0)
+            for p, c in [("p1", "a"), ("p2", "a"), ("p3", "b"), ("p4", "b"), ("p5", "c")]
+        ],
+        lake.PRODUCTS_SCHEMA,
+    ).write.format("delta").save(cfg.table_path(lake.PRODUCTS))
+    spark.createDataFrame(
+        [
+            event("e1", "u1", "p1", "purchase", T0, T0),
+            event("e2", "u1", "p2", "view", T0, T0),
+            event("e3", "u2", "p3", "purchase", T0, T0),
+            event("e4", "u3", "p1", "view", T0, T0),
+        ],
+        lake.INTERACTIONS_SCHEMA,
+    ).write.format("delta").save(cfg.table_path(lake.INTERACTIONS))
+    spark.createDataFrame(
+        [
+            ("u1", "p3", 0.9, 1, "als-1"),
+            ("u1", "p4", 0.5, 2, "als-1"),
+            ("u2", "p1", 0.8, 1, "als-1"),
+            ("u2", "p5", 0.3, 2, "als-1"),
+        ],
+        "user_id string, product_id string, score float, rank int, model_version string",
+    ).write.format("delta").save(cfg.table_path(lake.CF_CANDIDATES))
+
+
+def args(**kw) -> argparse.Namespace:
+    base = {"full": False, "events": None, "products": None, "format": None, "preset": None, "skip": "ingest"}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def versions(spark, cfg: Config) -> dict[str, int]:
+    return {
+        name: DeltaTable.forPath(spark, cfg.table_path(name)).history(1).first()["version"]
+        for name in (lake.RECOMMENDATIONS, lake.RUNS, lake.POPULAR)
+    }
+
+
+def test_incremental_rescores_only_changed_users(spark, lake_root, redis_server, redis_client) -> None:
+    cfg = config(lake_root, redis_server)
+    seed_lake(spark, cfg)
+    ran: list[str] = []
+
+    def runner(name, argv, cfg_, spark_):  # ALS and content outputs are seeded above
+        ran.append(name)
+        return True
+
+    first = run_pipeline(args(), cfg, spark, runner=runner)
+    assert first.mode == "full (first run)" and first.users_scored == 3 and ran == ["als", "content"]
+    recs = lake.read_table(spark, cfg.table_path(lake.RECOMMENDATIONS))
+    v1 = {r["user_id"]: r["model_version"] for r in recs.collect()}
+    assert sorted(v1) == ["u1", "u2", "u3"]
+    assert decode_list(redis_client.get("recommendations:user:u2")).product_ids[0] == "p1"
+    redis_client.delete("recommendations:user:u1")  # an unchanged user's key must not be rewritten
+
+    # u2 buys p1 (ingested later): only u2 is rescored, and p1 leaves u2's list.
+    spark.createDataFrame(
+        [event("e5", "u2", "p1", "purchase", T1, T1)], lake.INTERACTIONS_SCHEMA
+    ).write.format("delta").mode("append").save(cfg.table_path(lake.INTERACTIONS))
+    second = run_pipeline(args(), cfg, spark, runner=runner)
+    assert second.mode == "incremental" and second.users_scored == 1
+    recs = lake.read_table(spark, cfg.table_path(lake.RECOMMENDATIONS))
+    v2 = {r["user_id"]: r["model_version"] for r in recs.collect()}
+    assert v2["u1"] == v1["u1"] and v2["u3"] == v1["u3"] and v2["u2"] != v1["u2"]
+    assert redis_client.get("recommendations:user:u1") is None
+    u2 = decode_list(redis_client.get("recommendations:user:u2")).product_ids
+    assert "p1" not in u2 and "p3" not in u2
+    assert {k.decode() for k in redis_client.keys("recommendations:user:*")} == {
+        "recommendations:user:u2",
+        "recommendations:user:u3",
+    }
+
+    # No new data: nothing to do, no table gets a new version, no stage but the checks runs.
+    before = versions(spark, cfg)
+    ran.clear()
+    third = run_pipeline(args(), cfg, spark, runner=runner)
+    assert third.notes == {"reason": "no new data"} and third.users_scored == 0 and ran == []
+    assert versions(spark, cfg) == before
+    assert recs.where(F.col("user_id") == "u2").count() == 1

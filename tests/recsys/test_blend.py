@@ -1,0 +1,246 @@
+"""The shared blend: math against a plain numpy reference, filters, per-page category cap, cold start."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from pandas.testing import assert_frame_equal
+
+from recsys.blend import blend, diversify_order, normalize_scores
+from recsys.config import BlendConfig
+from recsys.encoding import SOURCE_BITS
+
+NO_CAP = BlendConfig(max_per_category=0, cold_start_min_interactions=0)
+HISTORY_COLS = ["user_id", "product_id", "purchased", "viewed"]
+
+
+def cands(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["user_id", "product_id", "source", "score"])
+
+
+def history(rows: list[tuple[str, str, bool, bool]] | None = None) -> pd.DataFrame:
+    return pd.DataFrame(rows or [], columns=HISTORY_COLS).astype({"purchased": bool, "viewed": bool})
+
+
+def catalogue(
+    pids: list[str], categories: list[str] | None = None, unavailable: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "product_id": pids,
+            "category": categories or [f"c{i}" for i in range(len(pids))],
+            "available": [p not in unavailable for p in pids],
+        }
+    )
+
+
+def reference_blend(
+    frame: pd.DataFrame, cfg: BlendConfig, n: dict[str, int]
+) -> dict[str, list[tuple[str, float, int]]]:
+    """Plain numpy, one user and one source at a time: min-max, weights, cold-start ramp, sum, sort."""
+    weights = {
+        "cf": cfg.weight_cf,
+        "content": cfg.weight_content,
+        "itemknn": cfg.weight_itemknn,
+        "popular": cfg.weight_popular,
+    }
+    out: dict[str, list[tuple[str, float, int]]] = {}
+    for user in sorted(set(frame.user_id)):
+        totals: dict[str, float] = {}
+        bits: dict[str, int] = {}
+        ramp = (
+            1.0
+            if cfg.cold_start_min_interactions <= 0
+            else min(1.0, n.get(user, 0) / cfg.cold_start_min_interactions)
+        )
+        for source in ("cf", "content", "itemknn", "popular"):
+            rows = frame[(frame.user_id == user) & (frame.source == source)]
+            if rows.empty:
+                continue
+            s = rows.score.to_numpy(dtype=float)
+            norm = (s - s.min()) / (s.max() - s.min()) if s.max() > s.min() else np.ones_like(s)
+            w = weights[source] * (ramp if source in ("cf", "itemknn") else 1.0)
+            for pid, v in zip(rows.product_id, norm, strict=True):
+                totals[pid] = totals.get(pid, 0.0) + w * v
+                bits[pid] = bits.get(pid, 0) | SOURCE_BITS[source]
+        ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.top_n]
+        out[user] = [(pid, score, bits[pid]) for pid, score in ranked]
+    return out
+
+
+def as_lists(result: pd.DataFrame) -> dict[str, list[tuple[str, float, int]]]:
+    return {
+        user: list(zip(g.product_id, g.score, g.sources, strict=True))
+        for user, g in result.sort_values(["user_id", "rank"]).groupby("user_id")
+    }
+
+
+def test_blend_matches_numpy_reference() -> None:
+    rng = np.random.default_rng(7)
+    rows = []
+    for user in ("u1", "u2", "u3"):
+        for source, scale in (("cf", 3.0), ("content", 1.0), ("itemknn", 20.0), ("popular", 500.0)):
+            for pid in rng.choice([f"p{i:02d}" for i in range(30)], size=8, replace=False):
+                rows.append((user, str(pid), source, float(rng.random() * scale)))
+    frame = cands(rows)
+    cfg = dataclasses.replace(NO_CAP, top_n=12, cold_start_min_interactions=4)
+    n = {"u1": 10, "u2": 2, "u3": 0}
+    result = blend(
+        frame,
+        history=history(),
+        products=catalogue([f"p{i:02d}" for i in range(30)]),
+        n_interactions=n,
+        cfg=cfg,
+    )
+    got, want = as_lists(result), reference_blend(frame, cfg, n)
+    assert got.keys() == want.keys()
+    for user, items in want.items():
+        assert [p for p, _, _ in got[user]] == [p for p, _, _ in items]
+        np.testing.assert_allclose([s for _, s, _ in got[user]], [s for _, s, _ in items], rtol=1e-12)
+        assert [b for _, _, b in got[user]] == [b for _, _, b in items]
+    assert result.groupby("user_id")["rank"].apply(list).to_dict() == {u: list(range(1, 13)) for u in want}
+
+
+def test_blend_exact_small_case() -> None:
+    frame = cands(
+        [
+            ("u1", "a", "cf", 1.0),
+            ("u1", "b", "cf", 3.0),
+            ("u1", "a", "content", 0.5),
+            ("u1", "c", "popular", 9.0),
+            ("u1", "c", "popular", 2.0),
+        ]
+    )
+    cfg = dataclasses.replace(NO_CAP, weight_cf=1.0, weight_content=0.5, weight_popular=0.25)
+    result = blend(
+        frame, history=history(), products=catalogue(["a", "b", "c"]), n_interactions={"u1": 5}, cfg=cfg
+    )
+    want = pd.DataFrame(
+        {
+            "user_id": ["u1"] * 3,
+            "product_id": ["b", "a", "c"],
+            "score": [1.0, 0.5, 0.25],
+            "sources": [1, 1 | 2, 4],
+            "rank": [1, 2, 3],
+        }
+    ).astype({"sources": "int64", "rank": "int64"})
+    assert_frame_equal(result, want)
+
+
+def test_rank_normalization() -> None:
+    frame = pd.DataFrame({"user_id": ["u"] * 3 + ["v"], "source": ["cf"] * 4, "score": [5.0, 9.0, 7.0, 1.0]})
+    np.testing.assert_allclose(
+        normalize_scores(frame, method="rank"), [1 / np.log2(4), 1.0, 1 / np.log2(3), 1.0]
+    )
+    np.testing.assert_allclose(normalize_scores(frame, method="minmax"), [0.0, 1.0, 0.5, 1.0])
+
+
+def test_filters_purchased_unavailable_and_unknown() -> None:
+    frame = cands(
+        [("u1", p, "cf", s) for p, s in [("a", 5), ("b", 4), ("c", 3), ("d", 2), ("e", 1), ("z", 9)]]
+        + [("u2", "a", "cf", 1.0)]
+    )
+    hist = history([("u1", "a", True, True), ("u1", "b", False, True), ("u2", "c", True, False)])
+    prods = catalogue(["a", "b", "c", "d", "e"], unavailable=("d",))
+    kept = blend(frame, history=hist, products=prods, n_interactions={}, cfg=NO_CAP)
+    # a purchased (u1 only), d unavailable, z unknown to the catalogue; b merely viewed is kept by default.
+    assert kept[["user_id", "product_id"]].values.tolist() == [
+        ["u1", "b"],
+        ["u1", "c"],
+        ["u1", "e"],
+        ["u2", "a"],
+    ]
+    strict = blend(
+        frame,
+        history=hist,
+        products=prods,
+        n_interactions={},
+        cfg=dataclasses.replace(NO_CAP, drop_viewed=True),
+    )
+    assert strict[["user_id", "product_id"]].values.tolist() == [["u1", "c"], ["u1", "e"], ["u2", "a"]]
+
+
+def test_category_cap_per_page() -> None:
+    # Six "x" products ahead of three "y": with pages of 3 and at most 2 of a category per page.
+    pids = [f"x{i}" for i in range(6)] + ["y0", "y1", "y2"]
+    frame = cands([("u1", p, "cf", float(10 - i)) for i, p in enumerate(pids)])
+    prods = catalogue(pids, ["x"] * 6 + ["y"] * 3)
+    cfg = dataclasses.replace(NO_CAP, max_per_category=2, page_size=3, top_n=9)
+    got = blend(frame, history=history(), products=prods, n_interactions={"u1": 9}, cfg=cfg)
+    assert got.product_id.tolist() == ["x0", "x1", "y0", "x2", "x3", "y1", "x4", "x5", "y2"]
+    pages = got.assign(page=(got["rank"] - 1) // 3, cat=got.product_id.str[0])
+    assert pages.groupby(["page", "cat"]).size().max() == 2
+
+
+def test_category_cap_ends_list_when_page_cannot_be_filled() -> None:
+    order = diversify_order(["x", "x", "x", "x", "y"], page_size=2, max_per_category=1, top_n=10)
+    # Page 1: x0, y; page 2 can hold only one x and nothing else: the list ends after it.
+    assert order == [0, 4, 1]
+
+
+def test_cap_disabled_keeps_score_order() -> None:
+    assert diversify_order(["x"] * 5, page_size=3, max_per_category=3, top_n=4) == [0, 1, 2, 3]
+    assert diversify_order(["x"] * 5, page_size=3, max_per_category=0, top_n=4) == [0, 1, 2, 3]
+
+
+def test_cold_start_leans_on_content_and_popular() -> None:
+    frame = cands(
+        [(u, "cfitem", "cf", 1.0) for u in ("new", "few", "old")]
+        + [(u, "cfitem2", "cf", 0.0) for u in ("new", "few", "old")]
+        + [(u, "contentitem", "content", 1.0) for u in ("new", "few", "old")]
+    )
+    cfg = dataclasses.replace(NO_CAP, weight_cf=1.0, weight_content=0.6, cold_start_min_interactions=4)
+    got = blend(
+        frame,
+        history=history(),
+        products=catalogue(["cfitem", "cfitem2", "contentitem"]),
+        n_interactions=pd.Series({"few": 2, "old": 4}),
+        cfg=cfg,
+    )
+    top = got[got["rank"] == 1].set_index("user_id")
+    assert top.loc["new", "product_id"] == "contentitem"
+    assert top.loc["few", "product_id"] == "contentitem"  # 0.5 * 1.0 < 0.6
+    assert top.loc["old", "product_id"] == "cfitem"
+    scores = got.set_index(["user_id", "product_id"])["score"]
+    assert (
+        scores[("new", "cfitem")] == 0.0
+        and scores[("few", "cfitem")] == 0.5
+        and scores[("old", "cfitem")] == 1.0
+    )
+
+
+def test_errors_name_the_column_and_key() -> None:
+    good = cands([("u1", "a", "cf", 1.0)])
+    with pytest.raises(ValueError, match="products is missing column.*available"):
+        blend(
+            good,
+            history=history(),
+            products=pd.DataFrame({"product_id": ["a"], "category": ["c"]}),
+            n_interactions={},
+            cfg=NO_CAP,
+        )
+    with pytest.raises(ValueError, match="unknown value.*'als'"):
+        blend(
+            cands([("u1", "a", "als", 1.0)]),
+            history=history(),
+            products=catalogue(["a"]),
+            n_interactions={},
+            cfg=NO_CAP,
+        )
+    with pytest.raises(ValueError, match="blend.normalization"):
+        blend(
+            good,
+            history=history(),
+            products=catalogue(["a"]),
+            n_interactions={},
+            cfg=dataclasses.replace(NO_CAP, normalization="zscore"),
+        )
+
+
+def test_empty_input_gives_typed_empty_frame() -> None:
+    got = blend(cands([]), history=history(), products=catalogue([]), n_interactions={}, cfg=NO_CAP)
+    assert list(got.columns) == ["user_id", "product_id", "score", "sources", "rank"]
+    assert got.empty and str(got["rank"].dtype) == "int64"

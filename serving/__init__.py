@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -30,6 +31,7 @@ from serving.store import RedisStore, StoreUnavailable, open_client
 CONF_ENV = "RECSYS_CONF_FILE"
 DEFAULT_CONF = "conf/local.yaml"
 REQUEST_ID_HEADER = "X-Request-ID"
+SERVED_BY_HEADER = "X-Served-By"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,8 @@ def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
         cfg.serving,
         cfg.redis.ttl_seconds,
         on_error=lambda op: metrics.redis_errors.labels(op).inc(),
+        on_timing=lambda op, seconds: metrics.redis_duration.labels(op).observe(seconds),
+        cluster=cfg.redis.cluster,
     )
 
     def pointer() -> str | None:
@@ -96,6 +100,8 @@ def _install_request_hooks(app: Flask, metrics: Metrics) -> None:
         if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
             handler.addFilter(RequestIdFilter())
 
+    host = socket.gethostname()
+
     @app.before_request
     def _start() -> None:
         sent = request.headers.get(REQUEST_ID_HEADER, "")
@@ -105,6 +111,8 @@ def _install_request_hooks(app: Flask, metrics: Metrics) -> None:
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers[REQUEST_ID_HEADER] = g.get("request_id", "-")
+        # Which process answered (behind a load balancer): host and worker pid, for tracing and the LB test.
+        response.headers[SERVED_BY_HEADER] = f"{host}:{os.getpid()}"
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
         started = g.get("started")
         if started is not None:

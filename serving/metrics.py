@@ -25,6 +25,7 @@ from prometheus_client import (
 from recsys.bundle import AlsBundle
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -58,6 +59,19 @@ class Metrics:
             "recsys_redis_errors_total",
             "Failed Redis calls by operation",
             ["operation"],
+            registry=r,
+        )
+        self.redis_duration = Histogram(
+            "recsys_redis_command_duration_seconds",
+            "Latency of the API's Redis calls by operation (a pipeline or script counts as one call)",
+            ["command"],
+            buckets=REDIS_BUCKETS,
+            registry=r,
+        )
+        self.stream_pending = Gauge(
+            "recsys_stream_pending_entries",
+            "Interactions in the Redis Stream not yet committed to the lake (consumer-group lag + pending)",
+            multiprocess_mode="livemostrecent",
             registry=r,
         )
         self.degraded = Counter(

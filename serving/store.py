@@ -7,6 +7,7 @@ uses. Every Redis failure surfaces as :class:`StoreUnavailable`, which the views
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 
 import redis
 
-from recsys import keys
+from recsys import keys, redis_client
 from recsys.config import RedisConfig, ServingConfig
 from recsys.encoding import EncodingError, RankedList, decode_list, encode_list
 
@@ -78,6 +79,29 @@ return out
 """
 
 
+# Cluster mode: the history part of _APPEND_LUA on its own key (one hash slot). KEYS[1] = history list;
+# ARGV = element, history length, history ttl, force.
+_HISTORY_LUA = """
+local element, hlen, httl, force = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
+if force then
+  local id = cjson.decode(element)['i']
+  local items = redis.call('LRANGE', KEYS[1], 0, -1)
+  for j = 1, #items do
+    local ok, old = pcall(cjson.decode, items[j])
+    if ok and type(old) == 'table' and old['i'] == id then
+      redis.call('LSET', KEYS[1], j - 1, element)
+      redis.call('EXPIRE', KEYS[1], httl)
+      return 1
+    end
+  end
+end
+redis.call('LPUSH', KEYS[1], element)
+redis.call('LTRIM', KEYS[1], 0, hlen - 1)
+redis.call('EXPIRE', KEYS[1], httl)
+return 1
+"""
+
+
 class StoreUnavailable(RuntimeError):
     """Redis could not be reached or answered with an error."""
 
@@ -93,17 +117,14 @@ class HistoryEvent:
 
 
 def open_client(cfg: RedisConfig) -> redis.Redis:
-    """A client from ``cfg.url`` (``rediss://`` for TLS, the password in the URL); connects lazily."""
-    opts: dict[str, Any] = {
-        "socket_timeout": cfg.socket_timeout_s,
-        "socket_connect_timeout": cfg.socket_timeout_s,
-        "health_check_interval": 30,
-    }
-    if cfg.cluster:
-        from redis.cluster import RedisCluster
+    """A client from ``cfg.url`` (``rediss://`` for TLS, the password in the URL); connects lazily.
 
-        return RedisCluster.from_url(cfg.url, **opts)  # type: ignore[return-value]
-    return redis.Redis.from_url(cfg.url, **opts)
+    ``cfg.cluster`` gives redis-py's ``RedisCluster`` (:func:`recsys.redis_client.open_client`, the factory
+    the load job uses too).
+    """
+    return redis_client.open_client(
+        cfg.url, cluster=cfg.cluster, socket_timeout_s=cfg.socket_timeout_s, health_check_interval=30
+    )
 
 
 class RedisStore:
@@ -114,6 +135,9 @@ class RedisStore:
         serving: The serving settings (stream key and caps, TTLs of history and event markers).
         ttl_seconds: TTL of ``recommendations:user:{id}`` written on a miss.
         on_error: Called once per failed Redis call (the metrics hook).
+        on_timing: Called with the operation name and its seconds after each Redis call (the metrics hook).
+        cluster: The client is a ``RedisCluster``: events are written command by command (see
+            :meth:`append_events`) because the one-script write spans several hash slots.
     """
 
     def __init__(
@@ -122,12 +146,18 @@ class RedisStore:
         serving: ServingConfig,
         ttl_seconds: int,
         on_error: Callable[[str], None] | None = None,
+        on_timing: Callable[[str, float], None] | None = None,
+        *,
+        cluster: bool = False,
     ) -> None:
         self.client = client
+        self.cluster = cluster
+        self._on_timing = on_timing or (lambda op, s: None)
         self.serving = serving
         self.ttl_seconds = ttl_seconds
         self._on_error = on_error or (lambda op: None)
         self._append = client.register_script(_APPEND_LUA)
+        self._history = client.register_script(_HISTORY_LUA)
         # Last good copy of each popular list: the fallback answer while Redis is down.
         self._last_popular: dict[str, RankedList] = {}
         self._lock = threading.Lock()
@@ -142,6 +172,7 @@ class RedisStore:
         if time.monotonic() < self._down_until:
             self._on_error(op)
             raise StoreUnavailable(f"redis unavailable during {op}: failing fast after a connection error")
+        started = time.perf_counter()
         try:
             yield
         except redis.RedisError as exc:
@@ -150,6 +181,8 @@ class RedisStore:
             self._on_error(op)
             log.warning("redis %s failed: %s", op, exc)
             raise StoreUnavailable(f"redis unavailable during {op}: {type(exc).__name__}") from exc
+        finally:
+            self._on_timing(op, time.perf_counter() - started)
 
     def ping(self) -> bool:
         with self._call("ping"):
@@ -270,6 +303,21 @@ class RedisStore:
         with self._call("model_pointer"):
             return _text(self.client.hget(keys.MODEL_KEY, "als_bundle"))
 
+    def stream_backlog(self, group: str) -> int:
+        """Entries of the interactions stream that ``group`` has not acknowledged yet.
+
+        The group's ``lag`` (never delivered) plus ``pending`` (delivered, not acknowledged); the whole stream
+        length when the group does not exist yet or its lag is unknown (after an XDEL or a trim past it).
+        """
+        stream = self.serving.stream_key
+        with self._call("stream_backlog"):
+            groups = self.client.xinfo_groups(stream) if self.client.exists(stream) else []
+            for info in groups:
+                name = _text(info.get("name"))
+                if name == group and info.get("lag") is not None:
+                    return int(info["lag"]) + int(info.get("pending") or 0)
+            return int(self.client.xlen(stream))
+
     # --- writes -------------------------------------------------------------------------------------------
     def append_events(self, events: Sequence[dict[str, Any]], *, replace: bool = False) -> list[bool]:
         """Appends validated events atomically (stream, history, invalidation); True where newly appended.
@@ -277,9 +325,17 @@ class RedisStore:
         Args:
             events: Validated events (``recsys.schema.validate_event`` output) with ``event_id`` set.
             replace: PUT semantics: append even when the event id is known, replacing its history element.
+
+        On a cluster (``redis.cluster``) the keys of one event live in different hash slots, so instead of the
+        one script each event is written as separate commands in the script's order: ``SET event:{id} NX``,
+        ``XADD``, the history update (a one-key script), ``DEL`` of the cached list. That is not atomic: if
+        a later command fails, the marker is deleted again (best effort) so the client's retry is not taken
+        for a duplicate; a crash of the API between the commands can still leave a marker without its entry.
         """
         if not events:
             return []
+        if self.cluster:
+            return [self._append_one(ev, replace=replace) for ev in events]
         key_args: list[str] = [self.serving.stream_key]
         argv: list[Any] = [
             self.serving.stream_maxlen,
@@ -302,6 +358,44 @@ class RedisStore:
         with self._call("append_events"):
             result = self._append(keys=key_args, args=argv)
         return [bool(r) for r in result]
+
+
+    def _append_one(self, ev: dict[str, Any], *, replace: bool) -> bool:
+        """The cluster-mode write of one event (the steps of ``_APPEND_LUA`` as separate commands)."""
+        marker = keys.event_key(ev["event_id"])
+        with self._call("append_events"):
+            fresh = bool(self.client.set(marker, "1", nx=True, ex=self.serving.event_ttl_s))
+            if not fresh and not replace:
+                return False
+        try:
+            with self._call("append_events"):
+                if not fresh:
+                    self.client.expire(marker, self.serving.event_ttl_s)
+                fields = stream_fields(ev)
+                self.client.xadd(
+                    self.serving.stream_key,
+                    dict(zip(fields[::2], fields[1::2], strict=True)),
+                    maxlen=self.serving.stream_maxlen,
+                    approximate=True,
+                )
+        except StoreUnavailable:
+            if fresh:
+                with contextlib.suppress(redis.RedisError):
+                    self.client.delete(marker)
+            raise
+        with self._call("append_events"):
+            self._history(
+                keys=[keys.history_key(ev["user_id"])],
+                args=[
+                    history_element(ev),
+                    self.serving.history_length,
+                    self.serving.history_ttl_s,
+                    "1" if replace else "0",
+                ],
+            )
+            if replace or ev["event_type"] in INVALIDATING_EVENTS:
+                self.client.delete(keys.user_recs_key(ev["user_id"]))
+        return True
 
 
 def stream_fields(ev: dict[str, Any]) -> list[str]:

@@ -28,6 +28,7 @@ from jobs.common.runs import model_version, write_run_record
 from jobs.load.main import run_load
 from jobs.pipeline import transforms as tr
 from recsys import schema as S
+from recsys.batch_metrics import push_run_metrics
 from recsys.config import Config
 
 DESCRIPTION = "ingest -> als -> content -> blend -> load (incremental by default; --full rescores everyone)"
@@ -242,6 +243,14 @@ def run_pipeline(
             "timings": out.seconds,
             "row_counts": {"users_scored": out.users_scored, "keys_loaded": out.keys_loaded},
         },
+    )
+    push_run_metrics(
+        cfg.metrics.pushgateway_url,
+        job=JOB,
+        stage_seconds=out.seconds,
+        rows={"users_scored": out.users_scored},
+        keys_loaded={"all": out.keys_loaded},
+        timeout_s=cfg.metrics.push_timeout_s,
     )
     return out
 

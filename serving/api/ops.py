@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 
@@ -40,8 +42,12 @@ def readyz() -> ResponseReturnValue:
 
 @bp.get("/metrics")
 def metrics() -> ResponseReturnValue:
-    services().models.get()  # keeps the model gauges current on a worker that only gets scraped
-    payload, content_type = services().metrics.exposition()
+    s = services()
+    s.models.get()  # keeps the model gauges current on a worker that only gets scraped
+    # When Redis is down the scrape still answers; recsys_redis_errors_total counts the failure.
+    with contextlib.suppress(StoreUnavailable):
+        s.metrics.stream_pending.set(s.store.stream_backlog(s.cfg.serving.stream_group))
+    payload, content_type = s.metrics.exposition()
     return Response(payload, content_type=content_type)
 
 

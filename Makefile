@@ -35,9 +35,10 @@ bench: setup ## run the benchmarks under bench/ (minutes; prints figures)
 serve: setup redis ## run the API under gunicorn (the create_app factory, settings from serving.gunicorn_conf)
 	RECSYS_CONF_FILE=$(CONF) $(VENV)/bin/gunicorn -c python:serving.gunicorn_conf --access-logfile - 'serving:create_app()'
 
-docs: setup ## render the architecture diagrams (docs/diagrams/*.dot -> SVG and PNG)
+docs: setup ## render the diagrams and regenerate docs/configuration.md and docs/api.md
 	$(PY) scripts/render_diagrams.py
 	$(PY) scripts/gen_config_docs.py
+	$(PY) scripts/gen_api_docs.py
 
 clean: ## remove generated data and build output (keeps .venv and .jars)
 	rm -rf data build dist spark-warehouse

@@ -45,3 +45,15 @@ def test_configuration_doc_is_current_and_complete():
     fields = set(env_names().values())
     assert fields - documented == set(), "config fields missing from conf/base.yaml"
     assert documented - fields == set(), "conf/base.yaml keys that no config field reads"
+
+
+def test_api_doc_is_generated_from_the_current_openapi_document():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gen_api_docs
+
+    text = gen_api_docs.render()
+    assert (ROOT / "docs" / "api.md").read_text() == text, "docs/api.md is stale: run `make docs`"
+    for path in ("/v1/users/{userId}/recommendations", "/v1/interactions", "/v1/popular", "/healthz"):
+        assert f" {path}\n" in text

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 from datetime import UTC, datetime, timedelta
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from jobs.common import lake
 from jobs.common.confidence import interaction_confidence
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
+from jobs.common.runs import write_run_record
 from jobs.content.neighbours import exact_candidates, tie_aware_recall
 from jobs.content.transforms import content_candidates, product_features, similar_items, vector_entries
 from recsys import schema as S
@@ -34,18 +33,6 @@ DESCRIPTION = "content-based filtering: product vectors, similar items (LSH) and
 JOB = "content"
 log = logging.getLogger(__name__)
 
-RUNS_SCHEMA = T.StructType(
-    [
-        T.StructField("job", T.StringType(), False),
-        T.StructField("model_version", T.StringType(), False),
-        T.StructField("started_at", T.TimestampType(), False),
-        T.StructField("finished_at", T.TimestampType(), False),
-        T.StructField("params", T.StringType(), False),
-        T.StructField("metrics", T.StringType(), False),
-        T.StructField("timings", T.StringType(), False),
-        T.StructField("row_counts", T.StringType(), False),
-    ]
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,21 +126,16 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
         "model_version": version,
         "started_at": started,
         "finished_at": finished,
-        "params": json.dumps({**dataclasses.asdict(c), "as_of": as_of.isoformat()}, sort_keys=True),
-        "metrics": json.dumps({f"neighbors_{key}": value for key, value in recall.items()}, sort_keys=True),
-        "timings": json.dumps(stages.seconds, sort_keys=True),
-        "row_counts": json.dumps(
-            {
-                "products": n_products,
-                lake.ITEM_NEIGHBORS: n_neighbours,
-                lake.CONTENT_CANDIDATES: n_candidates,
-            },
-            sort_keys=True,
-        ),
+        "params": {**dataclasses.asdict(c), "as_of": as_of.isoformat()},
+        "metrics": {f"neighbors_{key}": value for key, value in recall.items()},
+        "timings": stages.seconds,
+        "row_counts": {
+            "products": n_products,
+            lake.ITEM_NEIGHBORS: n_neighbours,
+            lake.CONTENT_CANDIDATES: n_candidates,
+        },
     }
-    spark.createDataFrame([record], RUNS_SCHEMA).write.format("delta").mode("append").save(
-        cfg.table_path(lake.RUNS)
-    )
+    write_run_record(spark, cfg.table_path(lake.RUNS), record)
     nbrs.unpersist()
     feats.unpersist()
     print(

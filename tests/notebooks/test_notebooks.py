@@ -26,7 +26,7 @@ def sample_conf(spark, redis_server, tmp_path_factory) -> Path:
     (conf_dir / "test.yaml").write_text(
         f"lake:\n  root: {tmp / 'lake'}\n  raw_root: {tmp / 'raw'}\n  models_root: {tmp / 'models'}\n"
         f"  checkpoint_dir: {tmp / 'ckpt'}\n  user_buckets: 4\n"
-        "spark:\n  driver_memory: 1g\n  shuffle_partitions: 2\n  log_level: ERROR\n"
+        "spark:\n  driver_memory: 2g\n  shuffle_partitions: 2\n  log_level: ERROR\n"
         f"redis:\n  url: {redis_server}\n"
         "als:\n  rank: 8\n  max_iter: 5\n"
     )

@@ -244,3 +244,140 @@ def test_empty_input_gives_typed_empty_frame() -> None:
     got = blend(cands([]), history=history(), products=catalogue([]), n_interactions={}, cfg=NO_CAP)
     assert list(got.columns) == ["user_id", "product_id", "score", "sources", "rank"]
     assert got.empty and str(got["rank"].dtype) == "int64"
+
+
+def reference_full(
+    frame: pd.DataFrame, hist: pd.DataFrame, prods: pd.DataFrame, n: dict[str, int], cfg: BlendConfig
+) -> list[tuple[str, str, float, int, int]]:
+    """The module docstring step by step in plain Python, one user at a time."""
+    weights = {"cf": cfg.weight_cf, "content": cfg.weight_content}
+    weights |= {"itemknn": cfg.weight_itemknn, "popular": cfg.weight_popular}
+    best: dict[tuple[str, str, str], float] = {}
+    for user, pid, source, score in frame.itertuples(index=False):
+        if np.isfinite(score):
+            best[(user, pid, source)] = max(score, best.get((user, pid, source), -np.inf))
+    drop = {
+        (u, p)
+        for u, p, bought, viewed in hist.itertuples(index=False)
+        if bought or (cfg.drop_viewed and viewed)
+    }
+    catalogue = {p: (c, a) for p, c, a in prods.itertuples(index=False)}  # the last row of a product wins
+    out = []
+    for user in sorted({u for u, _, _ in best}):
+        ramp = (
+            1.0
+            if cfg.cold_start_min_interactions <= 0
+            else min(1.0, n.get(user, 0) / cfg.cold_start_min_interactions)
+        )
+        totals: dict[str, float] = {}
+        bits: dict[str, int] = {}
+        for source in ("cf", "content", "itemknn", "popular"):
+            mine = {p: s for (u, p, src), s in best.items() if u == user and src == source}
+            if not mine:
+                continue
+            lo, hi = min(mine.values()), max(mine.values())
+            for pid, s in mine.items():
+                if cfg.normalization == "rank":
+                    norm = 1.0 / np.log2(1.0 + 1 + sum(v > s for v in mine.values()))
+                else:
+                    norm = (s - lo) / (hi - lo) if hi > lo else 1.0
+                w = weights[source] * (ramp if source in ("cf", "itemknn") else 1.0)
+                totals[pid] = totals.get(pid, 0.0) + norm * w
+                bits[pid] = bits.get(pid, 0) | SOURCE_BITS[source]
+        kept = [p for p in totals if (user, p) not in drop and catalogue.get(p, (None, False))[1]]
+        pool = sorted(kept, key=lambda p: (-totals[p], p))[: cfg.top_n * 3]
+        shown: list[str] = []
+        capped = 0 < cfg.max_per_category < cfg.page_size
+        while pool and len(shown) < cfg.top_n:
+            room = min(cfg.page_size, cfg.top_n - len(shown))
+            page: list[str] = []
+            for p in pool:
+                same = sum(catalogue[q][0] == catalogue[p][0] for q in page)
+                if len(page) < room and (not capped or same < cfg.max_per_category):
+                    page.append(p)
+            shown += page
+            pool = [p for p in pool if p not in page]
+            if len(page) < room:
+                break
+        out += [(user, p, totals[p], bits[p], r) for r, p in enumerate(shown, start=1)]
+    return out
+
+
+def random_case(
+    rng: np.random.Generator,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, int], BlendConfig]:
+    """Several users; scores whose blend is exact in floating point, so that ties are real ties.
+
+    With minmax, each (user, source) spans 0..8 and the weights are powers of two: every sum is exact
+    whatever its order. With rank, each product comes from one source per user, so there is nothing to sum.
+    """
+    rank = rng.random() < 0.3
+    pids = [f"p{i:02d}" for i in range(int(rng.integers(3, 40)))]
+    rows = []
+    for user in [f"u{i}" for i in range(int(rng.integers(1, 5)))]:
+        order = rng.permutation(pids).tolist()
+        for k, source in enumerate(SOURCE_BITS):
+            picked = (
+                order[k::4]
+                if rank
+                else rng.choice(pids, size=min(len(pids), int(rng.integers(2, 12))), replace=False)
+            )
+            scores = rng.integers(0, 9, size=len(picked)).astype(float)
+            if not rank and len(picked) >= 2:
+                scores[:2] = [0.0, 8.0]
+            rows += [(user, str(p), source, s) for p, s in zip(picked, scores, strict=True)]
+            if len(picked):  # a repeat with a lower score and a non-finite score: both ignored
+                rows += [
+                    (user, str(picked[0]), source, scores[0] - 1.0),
+                    (user, str(picked[-1]), source, np.nan),
+                ]
+    frame = cands(rows).sample(frac=1.0, random_state=int(rng.integers(1 << 30))).reset_index(drop=True)
+    users = sorted(set(frame.user_id))
+    hist = history(
+        [
+            (str(rng.choice(users)), str(rng.choice(pids)), bool(rng.random() < 0.5), True)
+            for _ in range(int(rng.integers(0, 8)))
+        ]
+    )
+    listed = [p for p in pids if rng.random() < 0.9]
+    dup = listed[: int(rng.integers(0, 3))]  # products listed twice: the last row counts
+    prods = pd.DataFrame(
+        {
+            "product_id": listed + dup,
+            "category": [f"c{rng.integers(0, 3)}" for _ in listed + dup],
+            "available": [bool(rng.random() < 0.9) for _ in listed + dup],
+        }
+    )
+    pow2 = (0.0, 0.25, 0.5, 1.0, 2.0)
+    cfg = BlendConfig(
+        weight_cf=float(rng.choice(pow2)),
+        weight_content=float(rng.choice(pow2)),
+        weight_itemknn=float(rng.choice(pow2)),
+        weight_popular=float(rng.choice(pow2)),
+        cold_start_min_interactions=int(rng.choice([0, 4])),
+        drop_viewed=bool(rng.random() < 0.3),
+        max_per_category=int(rng.integers(0, 4)),
+        page_size=int(rng.integers(1, 6)),
+        top_n=int(rng.integers(1, 15)),
+        normalization="rank" if rank else "minmax",
+    )
+    n = {u: int(rng.integers(0, 7)) for u in users if rng.random() < 0.8}
+    return frame, hist, prods, n, cfg
+
+
+def test_blend_matches_plain_reference_on_random_multi_user_cases() -> None:
+    rng = np.random.default_rng(2024)
+    for case in range(300):
+        frame, hist, prods, n, cfg = random_case(rng)
+        got = blend(frame, history=hist, products=prods, n_interactions=n, cfg=cfg)
+        want = reference_full(frame, hist, prods, n, cfg)
+        assert list(got.itertuples(index=False, name=None)) == want, f"case {case}: {cfg}"
+        assert [str(t) for t in got.dtypes] == ["object", "object", "float64", "int64", "int64"]
+        # The same candidates in another order and as one call per user give the same lists.
+        shuffled = frame.sample(frac=1.0, random_state=case).reset_index(drop=True)
+        assert_frame_equal(blend(shuffled, history=hist, products=prods, n_interactions=n, cfg=cfg), got)
+        per_user = [
+            blend(frame[frame.user_id == u], history=hist, products=prods, n_interactions=n, cfg=cfg)
+            for u in sorted(set(frame.user_id))
+        ]
+        assert_frame_equal(pd.concat(per_user, ignore_index=True), got, check_dtype=False)

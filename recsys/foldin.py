@@ -5,8 +5,8 @@ Spark MLlib's implicit ALS solves, for each user u with observed items I_u and r
     (Y^T Y + Y_u^T (C_u - I) Y_u + lambda * n_u * I) x_u = Y_u^T C_u p_u
 
 with confidence ``c_ui = 1 + alpha * |r_ui|``, preference ``p_ui = 1 if r_ui > 0 else 0`` and the
-regularisation scaled by ``n_u``, the count of positive ratings (Spark's ALS-WR weighting). Using the precomputed Gram matrix
-``Y^T Y`` makes one solve cost O(|I_u| k^2 + k^3), independent of the catalogue size.
+regularisation scaled by ``n_u``, the count of positive ratings (Spark's ALS-WR weighting). Using the
+precomputed Gram matrix ``Y^T Y`` makes one solve cost O(|I_u| k^2 + k^3), independent of the catalogue size.
 """
 
 from __future__ import annotations

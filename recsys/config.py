@@ -109,9 +109,9 @@ class ContentConfig:
     top_k: int = 50
     weights: ContentWeights = field(default_factory=ContentWeights)
     title_features: int = 4096
-    lsh_tables: int = 3
+    lsh_tables: int = 6
     lsh_bits: int = 16
-    block_max: int = 2000
+    block_max: int = 1000
     recall_sample: int = 200
     recent_items: int = 5
     top_n: int = 100

@@ -159,6 +159,7 @@ class ServingConfig:
     stream_batch: int = 5000
     product_cache_s: float = 30.0
     product_cache_size: int = 200_000
+    blas_threads: int = 1
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """The hybrid in the evaluation harness: CF, item-kNN, content and popular candidates, then the same blend.
 
-Registered as ``hybrid`` (the weights of ``cfg.blend``) and as a small weight sweep ``hybrid:<variant>``
-(:data:`SWEEP`). The candidates are built on the training side with the harness's own models (ALS,
-item-kNN, content) at depth :data:`CANDIDATE_DEPTH` and cached for the split, so the sweep variants only
-re-run the blend. The blend is :func:`jobs.blend.transforms.blend_users`, i.e. :func:`recsys.blend.blend`,
-exactly as the batch job and the API run it; the harness's rule that no training product is recommended is
-met with ``drop_viewed=True``.
+Registered as ``hybrid`` (the weights of ``cfg.blend``) and as the family ``hybrid:<spec>`` (any weights,
+:func:`parse_variant`; the sweep of docs/evaluation.md, :data:`SWEEP`, is registered by name). The
+candidates are built on the training side with the harness's own models (ALS, item-kNN, content) at depth
+:data:`CANDIDATE_DEPTH` and cached for the split, so the sweep variants only re-run the blend. The blend is
+:func:`jobs.blend.transforms.blend_users`, i.e. :func:`recsys.blend.blend`, exactly as the batch job and the
+API run it; the harness's rule that no training product is recommended is met with ``drop_viewed=True``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.blend import transforms as tr
-from jobs.evaluate.models import ModelContext, als, content, itemknn, register
+from jobs.evaluate.models import ModelContext, als, content, itemknn, register, register_family
 from recsys import schema as S
 from recsys.config import BlendConfig
 
@@ -26,16 +26,18 @@ log = logging.getLogger(__name__)
 
 CANDIDATE_DEPTH = 100
 UNKNOWN_CATEGORY = "unknown"
-# name -> (weight_cf, weight_itemknn, weight_content, weight_popular, max_per_category)
-SWEEP: dict[str, tuple[float, float, float, float, int]] = {
-    "cf1-knn1-ct0.3-pop0.1": (1.0, 1.0, 0.3, 0.1, 5),
-    "cf1-knn0.5-ct0.3-pop0.1": (1.0, 0.5, 0.3, 0.1, 5),
-    "cf0.5-knn1-ct0.3-pop0.1": (0.5, 1.0, 0.3, 0.1, 5),
-    "cf1-knn1-ct0-pop0.1": (1.0, 1.0, 0.0, 0.1, 5),
-    "cf1-knn1-ct0.3-pop0.3": (1.0, 1.0, 0.3, 0.3, 5),
-    "cf1-knn1-ct0.1-pop0.1": (1.0, 1.0, 0.1, 0.1, 5),
-    "cf1-knn1-ct0.3-pop0.1-nocap": (1.0, 1.0, 0.3, 0.1, 0),
-}
+# The sweep of docs/evaluation.md, registered by name so that `--models hybrid:<name>` lists them; any other
+# `hybrid:<spec>` (see :func:`parse_variant`) works as well.
+SWEEP: tuple[str, ...] = (
+    "cf1-knn1-ct0.3-pop0.1",
+    "cf1-knn0.5-ct0.3-pop0.1",
+    "cf0.5-knn1-ct0.3-pop0.1",
+    "cf1-knn1-ct0-pop0.1",
+    "cf1-knn1-ct0.3-pop0.3",
+    "cf1-knn1-ct0.1-pop0.1",
+    "cf1-knn1-ct0.3-pop0.1-nocap",
+)
+_SPEC_KEYS = {"cf": "weight_cf", "knn": "weight_itemknn", "ct": "weight_content", "pop": "weight_popular"}
 _CACHE: dict[int, tuple[DataFrame, DataFrame, DataFrame]] = {}
 
 
@@ -106,22 +108,50 @@ def hybrid(train: DataFrame, products: DataFrame | None, ctx: ModelContext) -> D
     return hybrid_recommend(train, products, ctx, ctx.cfg.blend)
 
 
-def _variant(weights: tuple[float, float, float, float, int]) -> Callable[..., DataFrame]:
-    cf, knn, ct, pop, cap = weights
+def parse_variant(spec: str, base: BlendConfig) -> BlendConfig:
+    """``base`` with the weights and diversity cap named by ``spec``.
+
+    ``spec`` is dash-separated parts: ``cf<w>``, ``knn<w>``, ``ct<w>``, ``pop<w>`` (weights of ALS, item-kNN,
+    content and popularity), ``cap<n>`` (``max_per_category``), ``nocap`` (``cap0``), ``rank`` or ``minmax``
+    (the normalisation). Parts left out keep ``base``'s value.
+
+    Example:
+        >>> parse_variant("cf1-knn0.5-nocap", BlendConfig()).weight_itemknn
+        0.5
+    """
+    changes: dict[str, object] = {}
+    for part in spec.split("-"):
+        if part == "nocap":
+            changes["max_per_category"] = 0
+        elif part in ("rank", "minmax"):
+            changes["normalization"] = part
+        elif part.startswith("cap") and part[3:].isdigit():
+            changes["max_per_category"] = int(part[3:])
+        else:
+            key = next((k for k in sorted(_SPEC_KEYS, key=len, reverse=True) if part.startswith(k)), None)
+            try:
+                value = float(part[len(key) :]) if key else float("nan")
+            except ValueError:
+                value = float("nan")
+            if key is None or not value >= 0:
+                raise ValueError(
+                    f"hybrid variant {spec!r}: cannot read {part!r} (parts: cf<w>, knn<w>, ct<w>, pop<w>, "
+                    "cap<n>, nocap, rank, minmax; weights >= 0)"
+                )
+            changes[_SPEC_KEYS[key]] = value
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+@register_family("hybrid")
+def variant(spec: str) -> Callable[..., DataFrame]:
+    """The model ``hybrid:<spec>``: the blend with ``cfg.blend`` changed as ``spec`` says."""
+    parse_variant(spec, BlendConfig())  # fail on a bad spec before any Spark work
 
     def fn(train: DataFrame, products: DataFrame | None, ctx: ModelContext) -> DataFrame:
-        cfg = dataclasses.replace(
-            ctx.cfg.blend,
-            weight_cf=cf,
-            weight_itemknn=knn,
-            weight_content=ct,
-            weight_popular=pop,
-            max_per_category=cap,
-        )
-        return hybrid_recommend(train, products, ctx, cfg)
+        return hybrid_recommend(train, products, ctx, parse_variant(spec, ctx.cfg.blend))
 
     return fn
 
 
-for _name, _weights in SWEEP.items():
-    register(f"hybrid:{_name}")(_variant(_weights))
+for _name in SWEEP:
+    register(f"hybrid:{_name}")(variant(_name))

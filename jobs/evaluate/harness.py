@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from jobs.evaluate import protocols as P
 from jobs.evaluate.metrics import METRIC_ORDER, ranking_metrics
-from jobs.evaluate.models import MODELS, ModelContext
+from jobs.evaluate.models import ModelContext, resolve
 from recsys import schema as S
 from recsys.config import Config
 
@@ -98,12 +98,11 @@ def evaluate_model(
     params: Mapping[str, Any] | None = None,
 ) -> EvalResult:
     """Fits model ``name`` on ``split.train``, recommends for the test users, returns metrics at ``k``."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r} (registered: {', '.join(MODELS)})")
+    model = resolve(name)
     users = split.test.select(S.COL_USER).distinct().cache()
     ctx = ModelContext(cfg=cfg, k=k, split_time=split.split_time, users=users, params=dict(params or {}))
     start = time.perf_counter()
-    recs = MODELS[name](split.train, products, ctx).cache()
+    recs = model(split.train, products, ctx).cache()
     n = recs.count()
     took = time.perf_counter() - start
     log.info("model %s: %d recommendations in %.1fs", name, n, took)

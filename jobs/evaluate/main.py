@@ -16,7 +16,7 @@ from jobs.common import lake
 from jobs.common.errors import JobError
 from jobs.evaluate import harness as H
 from jobs.evaluate import protocols as P
-from jobs.evaluate.models import MODELS
+from jobs.evaluate.models import FAMILIES, MODELS, resolve
 from recsys import schema as S
 from recsys.config import Config
 
@@ -51,7 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models",
         default="popularity,popularity-recent,itemknn,als,als-weighted",
-        help=f"comma-separated, any of: {', '.join(MODELS)}",
+        help=(
+            f"comma-separated, any of: {', '.join(MODELS)}; or a parametrised name such as "
+            + ", ".join(f"{f}:<spec>" for f in FAMILIES)
+            + " (e.g. hybrid:cf1-knn0.5-ct0.3-pop0.1-cap5; see docs/evaluation.md)"
+        ),
     )
     parser.add_argument(
         "--grid",
@@ -111,9 +115,11 @@ def _spec(args: argparse.Namespace) -> H.SplitSpec:
 
 def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
     names = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in names if m not in MODELS]
-    if unknown:
-        raise JobError(f"--models: unknown {', '.join(unknown)} (registered: {', '.join(MODELS)})")
+    for m in names:
+        try:
+            resolve(m)
+        except ValueError as exc:
+            raise JobError(f"--models: {exc}") from exc
     if args.k <= 0:
         raise JobError(f"--k must be positive, got {args.k}")
     spark.sparkContext.setCheckpointDir(cfg.lake.checkpoint_dir)

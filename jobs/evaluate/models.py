@@ -40,6 +40,8 @@ class ModelContext:
 
 ModelFn = Callable[[DataFrame, "DataFrame | None", ModelContext], DataFrame]
 MODELS: dict[str, ModelFn] = {}
+# prefix -> factory(suffix) for parametrised names such as ``hybrid:cf1-knn0.5-ct0.3-pop0.1``.
+FAMILIES: dict[str, Callable[[str], ModelFn]] = {}
 
 
 def register(name: str) -> Callable[[ModelFn], ModelFn]:
@@ -50,6 +52,31 @@ def register(name: str) -> Callable[[ModelFn], ModelFn]:
         return fn
 
     return deco
+
+
+def register_family(prefix: str) -> Callable[[Callable[[str], ModelFn]], Callable[[str], ModelFn]]:
+    """Adds a factory for the names ``prefix:<spec>``; it raises ``ValueError`` for a spec it cannot parse."""
+
+    def deco(factory: Callable[[str], ModelFn]) -> Callable[[str], ModelFn]:
+        FAMILIES[prefix] = factory
+        return factory
+
+    return deco
+
+
+def resolve(name: str) -> ModelFn:
+    """The model function of ``name``: a registered name, or ``family:spec`` of a registered family.
+
+    Raises:
+        ValueError: naming the unknown model (and the registered names) or the spec that does not parse.
+    """
+    if name in MODELS:
+        return MODELS[name]
+    prefix, sep, spec = name.partition(":")
+    if sep and prefix in FAMILIES:
+        return FAMILIES[prefix](spec)
+    known = ", ".join([*MODELS, *(f"{f}:<spec>" for f in FAMILIES)])
+    raise ValueError(f"unknown model {name!r} (registered: {known})")
 
 
 def _seen(train: DataFrame) -> DataFrame:

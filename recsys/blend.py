@@ -25,11 +25,13 @@
 5. Keep the top ``cfg.top_n`` with the score and the sources bitmask (:data:`recsys.encoding.SOURCE_BITS`),
    which makes every answer explainable.
 
-The work is done on integer codes (one ``pd.factorize`` per id column, numpy after that), so one user's
-call costs well under a millisecond and a batch chunk of thousands of users the same per row. The public
-pandas-level steps (:func:`normalize_scores`, :func:`combine`, :func:`apply_filters`) are thin wrappers
-over the same coded helpers. Scores are summed per (user, product) as pandas' ``groupby().sum()`` sums them
-(input order, Kahan-compensated), so the ties that break on product id are the same ties as before.
+The work is done on integer codes (one ``pd.factorize`` per id column, then
+:func:`recsys.blend_arrays.blend_arrays`, numpy only), so one user's call costs well under a millisecond and a
+batch chunk of thousands of users the same per row. The API's on-demand path calls ``blend_arrays`` directly
+with its own codes and builds no DataFrame. The public pandas-level steps (:func:`normalize_scores`,
+:func:`combine`, :func:`apply_filters`) are thin wrappers over the same coded helpers. Scores are summed per
+(user, product) as pandas' ``groupby().sum()`` sums them (input order, Kahan-compensated), so the ties that
+break on product id are the same ties as before.
 
 Example:
     >>> import pandas as pd
@@ -46,13 +48,27 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from recsys.blend_arrays import (
+    COLLABORATIVE,
+    NORMALIZATIONS,
+    POOL_FACTOR,
+    SOURCES,
+    Blended,
+    _cold_start,
+    _normalize,
+    _Pairs,
+    _score_pairs,
+    blend_arrays,
+    check_config,
+    diversify_order,
+    seen_keys,
+    source_weights,
+)
 from recsys.config import BlendConfig
-from recsys.encoding import SOURCE_BITS
 from recsys.schema import COL_AVAILABLE, COL_CATEGORY, COL_ITEM, COL_USER
 
 COL_SOURCE = "source"
@@ -62,40 +78,25 @@ COL_RANK = "rank"
 COL_PURCHASED = "purchased"
 COL_VIEWED = "viewed"
 
-SOURCES: tuple[str, ...] = ("cf", "content", "itemknn", "popular")
-COLLABORATIVE: frozenset[str] = frozenset({"cf", "itemknn"})
-NORMALIZATIONS: tuple[str, ...] = ("minmax", "rank")
 OUTPUT_COLUMNS: tuple[str, ...] = (COL_USER, COL_ITEM, COL_SCORE, COL_SOURCES, COL_RANK)
 CANDIDATE_COLUMNS: tuple[str, ...] = (COL_USER, COL_ITEM, COL_SOURCE, COL_SCORE)
 HISTORY_COLUMNS: tuple[str, ...] = (COL_USER, COL_ITEM, COL_PURCHASED, COL_VIEWED)
 PRODUCT_COLUMNS: tuple[str, ...] = (COL_ITEM, COL_CATEGORY, COL_AVAILABLE)
-# The diversity pass sees at most this many of a user's best candidates per top_n item: enough to refill the
-# pages from other categories, few enough that the greedy pass stays a few hundred steps.
-POOL_FACTOR = 3
-
-
-def source_weights(cfg: BlendConfig) -> dict[str, float]:
-    """The configured weight of each candidate source."""
-    return {
-        "cf": cfg.weight_cf,
-        "content": cfg.weight_content,
-        "itemknn": cfg.weight_itemknn,
-        "popular": cfg.weight_popular,
-    }
-
-
-def check_config(cfg: BlendConfig) -> None:
-    """Raises ``ValueError`` naming the ``blend`` key whose value cannot work."""
-    if cfg.normalization not in NORMALIZATIONS:
-        raise ValueError(
-            f"blend.normalization must be one of {', '.join(NORMALIZATIONS)}, got {cfg.normalization!r}"
-        )
-    for name, weight in source_weights(cfg).items():
-        if not np.isfinite(weight) or weight < 0:
-            raise ValueError(f"blend.weight_{name} must be a finite number >= 0, got {weight}")
-    for key in ("top_n", "page_size"):
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"blend.{key} must be >= 1, got {getattr(cfg, key)}")
+__all__ = [
+    "COLLABORATIVE",
+    "NORMALIZATIONS",
+    "POOL_FACTOR",
+    "SOURCES",
+    "apply_filters",
+    "blend",
+    "check_config",
+    "cold_start_factor",
+    "combine",
+    "diversify_order",
+    "empty_result",
+    "normalize_scores",
+    "source_weights",
+]
 
 
 def _require(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
@@ -176,124 +177,6 @@ def _interaction_counts(n_interactions: Mapping[str, int] | pd.Series, users: np
     return np.where(np.isnan(found), 0.0, found)
 
 
-def _cold_start(n: np.ndarray, min_interactions: int) -> np.ndarray:
-    if min_interactions <= 0:
-        return np.ones(len(n))
-    return np.clip(n / float(min_interactions), 0.0, 1.0)
-
-
-def _minmax(group: np.ndarray, score: np.ndarray, n_groups: int) -> np.ndarray:
-    """Min-max per group; 1.0 where the group ties or is NA (``group`` -1); NaN scores ignored, as pandas."""
-    slot = np.where(group >= 0, group, n_groups)
-    lo = np.full(n_groups + 1, np.inf)
-    hi = np.full(n_groups + 1, -np.inf)
-    np.fmin.at(lo, slot, score)
-    np.fmax.at(hi, slot, score)
-    lo[n_groups] = hi[n_groups] = np.nan
-    span = (hi - lo)[slot]
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        norm = (score - lo[slot]) / span
-        return np.where(span > 0, norm, 1.0)
-
-
-def _rank_desc(group: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Rank inside each group, best first, ties sharing the lowest (pandas ``method="min"``); NaN for NA."""
-    rows = np.flatnonzero((group >= 0) & ~np.isnan(score))
-    rows = rows[np.lexsort((-score[rows], group[rows]))]
-    g, s = group[rows], score[rows]
-    at = np.arange(len(rows))
-    new_group = np.r_[True, g[1:] != g[:-1]]
-    new_value = new_group | np.r_[True, s[1:] != s[:-1]]
-    group_start = np.maximum.accumulate(np.where(new_group, at, 0))
-    value_start = np.maximum.accumulate(np.where(new_value, at, 0))
-    rank = np.full(len(group), np.nan)
-    rank[rows] = value_start - group_start + 1
-    return rank
-
-
-def _normalize(group: np.ndarray, score: np.ndarray, n_groups: int, method: str) -> np.ndarray:
-    if method == "minmax":
-        return _minmax(group, score, n_groups)
-    if method == "rank":
-        return 1.0 / np.log2(1.0 + _rank_desc(group, score))
-    raise ValueError(f"method must be one of {', '.join(NORMALIZATIONS)}, got {method!r}")
-
-
-def _kahan_sums(label: np.ndarray, at: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
-    """Per-label sums exactly as pandas' ``groupby().sum()``: row order, Kahan-compensated, NaN skipped.
-
-    ``at`` is each row's position among its label's rows. Summing the same terms in another order can change
-    the last bit, and with it the order of two items whose scores tie: the batch and the API must agree to
-    the bit, so the compensation and the order are kept.
-    """
-    total = np.zeros(n_groups)
-    comp = np.zeros(n_groups)
-    for k in range(int(at.max()) + 1 if len(at) else 0):
-        step = (at == k) & ~np.isnan(values)
-        lab, val = label[step], values[step]
-        y = val - comp[lab]
-        t = total[lab] + y
-        c = t - total[lab] - y
-        # An infinite term makes the compensation NaN; pandas resets it so the sum stays infinite.
-        comp[lab] = np.where(np.isnan(c), 0.0, c)
-        total[lab] = t
-    return total
-
-
-def _positions(keys: np.ndarray) -> np.ndarray:
-    """0, 1, 2, ... inside each run of equal consecutive ``keys``."""
-    n = len(keys)
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if n else np.empty(0, dtype=np.int64)
-    return np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
-
-
-class _Pairs(NamedTuple):
-    """One entry per (user, product): codes, blended score, sources bits, first candidate row."""
-
-    user: np.ndarray
-    item: np.ndarray
-    score: np.ndarray
-    sources: np.ndarray
-    first: np.ndarray
-
-
-def _score_pairs(
-    user: np.ndarray,
-    item: np.ndarray,
-    source: np.ndarray,
-    score: np.ndarray,
-    *,
-    counts: np.ndarray,
-    n_items: int,
-    cfg: BlendConfig,
-) -> _Pairs:
-    """Normalises, weights and sums coded candidates per (user, product), in (user, product) code order.
-
-    Rows with an NA code (-1) count in the normalisation of their group but make no pair, as in pandas.
-    """
-    group = np.where(user >= 0, user * len(SOURCES) + source, -1)
-    norm = _normalize(group, score, len(counts) * len(SOURCES), cfg.normalization)
-    weights = np.array([source_weights(cfg)[s] for s in SOURCES], dtype=np.float64)
-    collaborative = np.array([s in COLLABORATIVE for s in SOURCES])
-    # The extra last entry serves the NA user code -1 (its rows make no pair).
-    ramp = np.append(_cold_start(counts, cfg.cold_start_min_interactions), 1.0)[user]
-    part = norm * weights[source] * np.where(collaborative[source], ramp, 1.0)
-    bits = np.array([SOURCE_BITS[s] for s in SOURCES], dtype=np.int64)[source]
-    rows = np.flatnonzero((user >= 0) & (item >= 0))
-    key = user[rows] * n_items + item[rows]
-    # A stable sort keeps each pair's rows in input order: the order pandas sums them in.
-    rows = rows[np.argsort(key, kind="stable")]
-    key = user[rows] * n_items + item[rows]
-    start = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, dtype=bool)
-    label = np.cumsum(start) - 1
-    n_pairs = int(start.sum())
-    total = _kahan_sums(label, _positions(key), part[rows], n_pairs)
-    # One row per (user, product, source) after deduplication, so the sum of the bits is their OR.
-    sources = np.bincount(label, weights=bits[rows], minlength=n_pairs).astype(np.int64)
-    keys = key[start]
-    return _Pairs(keys // n_items, keys % n_items, total, sources, rows[start])
-
-
 def _flag(column: pd.Series) -> np.ndarray:
     if column.dtype == bool:
         return column.to_numpy()
@@ -307,11 +190,10 @@ def _seen(
 
     ``user`` and ``item`` are the codes of the history rows (-1: not among the candidates).
     """
-    seen = _flag(history[COL_PURCHASED])
-    if drop_viewed:
-        seen = seen | _flag(history[COL_VIEWED])
-    known = seen & (user >= 0) & (item >= 0)
-    return user[known] * n_items + item[known]
+    viewed = _flag(history[COL_VIEWED]) if drop_viewed else np.zeros(len(history), dtype=bool)
+    return seen_keys(
+        user, item, _flag(history[COL_PURCHASED]), viewed, n_items=n_items, drop_viewed=drop_viewed
+    )
 
 
 def _catalogue(products: pd.DataFrame, item: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -328,64 +210,6 @@ def _catalogue(products: pd.DataFrame, item: np.ndarray, n_items: int) -> tuple[
     row[found[available]] = last[available]
     category = pd.factorize(products[COL_CATEGORY].to_numpy())[0].astype(np.int64)
     return row, np.append(category, -1)[row]
-
-
-def _ranking(user: np.ndarray, score: np.ndarray, item: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Positions in order of user, score descending, then product id (``items[item]``) for equal scores.
-
-    Ties break on product id so that batch and API give the same order whatever the input order. Product
-    ids are compared only where scores tie: sorting every id would cost more than the whole blend.
-    """
-    order = np.lexsort((-score, user))
-    u, s = user[order], score[order]
-    tie = (u[1:] == u[:-1]) & (s[1:] == s[:-1])
-    if not tie.any():
-        return order
-    tied = np.unique(item[order[np.r_[tie, False] | np.r_[False, tie]]])
-    rank = np.zeros(len(items), dtype=np.int64)
-    try:
-        rank[tied[np.argsort(items[tied], kind="stable")]] = np.arange(len(tied))
-    except TypeError:  # ids of mixed types: pandas' own ordering of them
-        rank[tied] = pd.factorize(items[tied], sort=True)[0]
-    return np.lexsort((rank[item], -score, user))
-
-
-def _crowded(user: np.ndarray, pos: np.ndarray, category: np.ndarray, cfg: BlendConfig) -> np.ndarray:
-    """Per row: does the row's user have a page of its plain top_n over the category cap (NA not counted)?"""
-    head = np.flatnonzero((pos < cfg.top_n) & (category >= 0))
-    if not len(head):
-        return np.zeros(len(user), dtype=bool)
-    n_pages = cfg.top_n // cfg.page_size + 1
-    n_categories = int(category.max()) + 1
-    key = (user[head] * n_pages + pos[head] // cfg.page_size) * n_categories + category[head]
-    keys, sizes = np.unique(key, return_counts=True)
-    return np.isin(user, keys[sizes > cfg.max_per_category] // (n_pages * n_categories))
-
-
-def _diversify(user: np.ndarray, category: np.ndarray, cfg: BlendConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Rows to show and their ranks, per user, for a pool sorted by user then score (best first)."""
-    cap, size, top_n = cfg.max_per_category, cfg.page_size, cfg.top_n
-    pos = _positions(user)
-    if cap <= 0 or cap >= size:
-        rows = np.flatnonzero(pos < top_n)
-        return rows, pos[rows] + 1
-    # A user whose plain top_n already respects the cap keeps it as it is (the greedy pass would return the
-    # same order); only the others run the per-user loop, each over its contiguous slice of the pool.
-    crowded = _crowded(user, pos, category, cfg)
-    plain = np.flatnonzero((pos < top_n) & ~crowded)
-    busy = np.flatnonzero(crowded)
-    cuts = np.flatnonzero(np.diff(user[busy])) + 1
-    codes = category[busy].tolist()
-    take: list[int] = []
-    rank: list[int] = []
-    for start, end in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(busy)].tolist(), strict=True):
-        order = diversify_order(codes[start:end], page_size=size, max_per_category=cap, top_n=top_n)
-        take.extend(busy[start] + i for i in order)
-        rank.extend(range(1, len(order) + 1))
-    rows = np.r_[plain, np.array(take, dtype=np.int64)]
-    ranks = np.r_[pos[plain] + 1, np.array(rank, dtype=np.int64)]
-    shown = np.lexsort((ranks, user[rows]))
-    return rows[shown], ranks[shown]
 
 
 def normalize_scores(candidates: pd.DataFrame, *, method: str) -> pd.Series:
@@ -463,73 +287,14 @@ def apply_filters(
     return kept.assign(**{COL_CATEGORY: category})
 
 
-def diversify_order(
-    categories: Sequence[object], *, page_size: int, max_per_category: int, top_n: int
-) -> list[int]:
-    """The positions of a score-sorted list to keep, in display order, under the per-page category cap.
-
-    Greedy, page by page: scan the not-yet-placed items in score order and place each one whose category has
-    fewer than ``max_per_category`` items on the current page, until the page holds ``page_size`` items; the
-    items skipped wait for the next page (where they come first, being better). When a page cannot be filled
-    without breaking the cap, the list ends there: every later position would be on that same page. The cost
-    is O(pool x pages), a few thousand steps for a pool of 300 and 5 pages. A cap of 0 or one at least the
-    page size disables the rule.
-
-    Args:
-        categories: The category of each item, best item first.
-        page_size: Positions per page.
-        max_per_category: The most items of one category on a page.
-        top_n: The most items kept.
-
-    Returns:
-        Indexes into ``categories`` in display order.
-
-    Example:
-        >>> diversify_order(["a", "a", "a", "b"], page_size=2, max_per_category=1, top_n=4)
-        [0, 3, 1]
-    """
-    n = len(categories)
-    if max_per_category <= 0 or max_per_category >= page_size:
-        return list(range(min(n, top_n)))
-    remaining = list(range(n))
-    order: list[int] = []
-    while remaining and len(order) < top_n:
-        room = min(page_size, top_n - len(order))
-        counts: dict[object, int] = {}
-        page: list[int] = []
-        rest: list[int] = []
-        for idx in remaining:
-            cat = categories[idx]
-            if len(page) < room and counts.get(cat, 0) < max_per_category:
-                counts[cat] = counts.get(cat, 0) + 1
-                page.append(idx)
-            else:
-                rest.append(idx)
-        order.extend(page)
-        if len(page) < room:
-            break
-        remaining = rest
-    return order
-
-
-def _best_per_source(
-    rows: np.ndarray, user: np.ndarray, item: np.ndarray, source: np.ndarray, score: np.ndarray, n_items: int
-) -> np.ndarray:
-    """``rows`` by score, best first (ties in input order), keeping each (user, product, source) once."""
-    rows = rows[np.argsort(-score[rows], kind="stable")]
-    key = (user[rows] * (n_items + 1) + item[rows] + 1) * len(SOURCES) + source[rows]
-    _, first = np.unique(key, return_index=True)
-    return rows[np.sort(first)]
-
-
-def _result(users: np.ndarray, items: np.ndarray, pairs: _Pairs, rank: np.ndarray) -> pd.DataFrame:
+def _result(users: np.ndarray, items: np.ndarray, out: Blended) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            COL_USER: users[pairs.user],
-            COL_ITEM: items[pairs.item],
-            COL_SCORE: pairs.score.astype(np.float64),
-            COL_SOURCES: pairs.sources.astype(np.int64),
-            COL_RANK: rank.astype(np.int64),
+            COL_USER: users[out.user],
+            COL_ITEM: items[out.item],
+            COL_SCORE: out.score,
+            COL_SOURCES: out.sources,
+            COL_RANK: out.rank,
         }
     )
 
@@ -576,27 +341,22 @@ def blend(
         score = candidates[COL_SCORE].astype("float64").to_numpy()
     (user, hist_user), users = _sort_codes(*_encode(candidates[COL_USER], history[COL_USER]))
     (item, prod_item, hist_item), items = _encode(candidates[COL_ITEM], products[COL_ITEM], history[COL_ITEM])
-    n_items = max(len(items), 1)
-    rows = np.flatnonzero(np.isfinite(score) & (user >= 0))
-    if not len(rows):
-        return empty_result()
-    rows = _best_per_source(rows, user, item, source, score, n_items)
-    pairs = _score_pairs(
-        user[rows],
-        item[rows],
-        source[rows],
-        score[rows],
+    row, category = _catalogue(products, prod_item, max(len(items), 1))
+    out = blend_arrays(
+        user,
+        item,
+        source,
+        score,
+        items=items,
+        listed=row[: len(items)] >= 0,
+        category=category[: len(items)],
         counts=_interaction_counts(n_interactions, users),
-        n_items=n_items,
         cfg=cfg,
+        hist_user=hist_user,
+        hist_item=hist_item,
+        purchased=_flag(history[COL_PURCHASED]),
+        viewed=_flag(history[COL_VIEWED]),
     )
-    row, category = _catalogue(products, prod_item, n_items)
-    seen = _seen(history, hist_user, hist_item, n_items, cfg.drop_viewed)
-    keep = (row[pairs.item] >= 0) & ~np.isin(pairs.user * n_items + pairs.item, seen)
-    pairs = _Pairs(*(column[keep] for column in pairs))
-    ranked = _ranking(pairs.user, pairs.score, pairs.item, items)
-    ranked = ranked[_positions(pairs.user[ranked]) < cfg.top_n * POOL_FACTOR]
-    shown, rank = _diversify(pairs.user[ranked], category[pairs.item[ranked]], cfg)
-    if not len(shown):
+    if not len(out.rank):
         return empty_result()
-    return _result(users, items, _Pairs(*(column[ranked[shown]] for column in pairs)), rank)
+    return _result(users, items, out)

@@ -10,6 +10,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from recsys.blend import blend, diversify_order, normalize_scores
+from recsys.blend_arrays import SOURCES, blend_arrays
 from recsys.config import BlendConfig
 from recsys.encoding import SOURCE_BITS
 
@@ -381,3 +382,81 @@ def test_blend_matches_plain_reference_on_random_multi_user_cases() -> None:
             for u in sorted(set(frame.user_id))
         ]
         assert_frame_equal(pd.concat(per_user, ignore_index=True), got, check_dtype=False)
+
+
+def coded(
+    frame: pd.DataFrame, hist: pd.DataFrame, prods: pd.DataFrame, n: dict[str, int], rng: np.random.Generator
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The arguments of ``blend_arrays`` for a case, with codes given in a random order (not pandas')."""
+    users = rng.permutation(sorted(set(frame.user_id) | set(hist.user_id))).tolist()
+    items = rng.permutation(sorted(set(frame.product_id) | set(prods.product_id) | set(hist.product_id))).tolist()
+    ucode = {u: i for i, u in enumerate(users)}
+    icode = {p: i for i, p in enumerate(items)}
+    last = {p: (c, a) for p, c, a in prods.itertuples(index=False)}  # the last row of a product wins
+    categories = {c: i for i, c in enumerate(rng.permutation(sorted(set(prods.category))).tolist())}
+    args = {
+        "user": np.array([ucode[u] for u in frame.user_id], dtype=np.int64),
+        "item": np.array([icode[p] for p in frame.product_id], dtype=np.int64),
+        "source": np.array([SOURCES.index(s) for s in frame.source], dtype=np.int64),
+        "score": frame.score.to_numpy(dtype=np.float64),
+        "items": np.array(items, dtype=object),
+        "listed": np.array([bool(last.get(p, (None, False))[1]) for p in items]),
+        "category": np.array([categories[last[p][0]] if p in last else -1 for p in items], dtype=np.int64),
+        "counts": np.array([float(n.get(u, 0)) for u in users]),
+        "hist_user": np.array([ucode[u] for u in hist.user_id], dtype=np.int64),
+        "hist_item": np.array([icode[p] for p in hist.product_id], dtype=np.int64),
+        "purchased": hist.purchased.to_numpy(dtype=bool),
+        "viewed": hist.viewed.to_numpy(dtype=bool),
+    }
+    return args, np.array(users, dtype=object), np.array(items, dtype=object)
+
+
+def test_blend_arrays_gives_the_pandas_blend_to_the_bit() -> None:
+    """The numpy entry point (the API's on-demand path) and the DataFrame one (the batch) agree exactly."""
+    rng = np.random.default_rng(77)
+    for case in range(300):
+        frame, hist, prods, n, cfg = random_case(rng)
+        if case % 3 == 0:  # a single user, as the API calls it
+            frame = frame[frame.user_id == frame.user_id.iloc[0]].reset_index(drop=True)
+        want = blend(frame, history=hist, products=prods, n_interactions=n, cfg=cfg)
+        args, users, items = coded(frame, hist, prods, n, rng)
+        out = blend_arrays(**args, cfg=cfg)
+        got = sorted(
+            zip(
+                users[out.user].tolist(),
+                items[out.item].tolist(),
+                out.score.tolist(),
+                out.sources.tolist(),
+                out.rank.tolist(),
+                strict=True,
+            ),
+            key=lambda row: (row[0], row[4]),
+        )
+        assert got == list(want.itertuples(index=False, name=None)), f"case {case}: {cfg}"
+        assert [a.dtype for a in out] == [np.int64, np.int64, np.float64, np.int64, np.int64]
+
+
+def test_blend_arrays_checks_its_arguments() -> None:
+    args = {
+        "user": np.array([0, 0]),
+        "item": np.array([0, 1]),
+        "source": np.array([0, 3]),
+        "score": np.array([1.0, 2.0]),
+        "items": np.array(["p1", "p2"], dtype=object),
+        "listed": np.array([True, True]),
+        "category": np.array([0, -1]),
+        "counts": np.array([3.0]),
+    }
+    out = blend_arrays(**args, cfg=NO_CAP)  # each source normalises to 1.0: weight_cf 1.0 > weight_popular 0.1
+    assert (out.item.tolist(), out.score.tolist(), out.sources.tolist()) == ([0, 1], [1.0, 0.1], [1, 4])
+    with pytest.raises(ValueError, match="listed must be a 1-d array of length 2"):
+        blend_arrays(**{**args, "listed": np.array([True])}, cfg=NO_CAP)
+    with pytest.raises(ValueError, match="source codes must be 0..3"):
+        blend_arrays(**{**args, "source": np.array([0, 4])}, cfg=NO_CAP)
+    with pytest.raises(ValueError, match="give all four or none"):
+        blend_arrays(**args, hist_user=np.array([0]), hist_item=np.array([1]), cfg=NO_CAP)
+    history = {"hist_user": np.array([0]), "hist_item": np.array([0]), "viewed": np.array([True])}
+    with pytest.raises(ValueError, match="purchased must be a 1-d array of length 1"):
+        blend_arrays(**args, **history, purchased=np.array([True, False]), cfg=NO_CAP)
+    bought = blend_arrays(**args, **history, purchased=np.array([True]), cfg=NO_CAP)
+    assert bought.item.tolist() == [1]

@@ -26,6 +26,7 @@ import numpy as np
 MAGIC = b"RL"
 VERSION = 1
 _HEADER = struct.Struct("<2sBHd")
+HEADER_SIZE = _HEADER.size  # bytes before the scores (13)
 
 # Where a recommended item came from; a list item may carry several bits.
 SOURCE_BITS: dict[str, int] = {"cf": 1, "content": 2, "popular": 4, "itemknn": 8}

@@ -24,7 +24,7 @@ from jobs.common import lake
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
 from jobs.load import transforms as tr
-from jobs.load.writer import KINDS, STATS_COLUMNS, Target, open_client, partition_writer, server_id
+from jobs.load.writer import KINDS, LIST_KINDS, STATS_COLUMNS, Target, open_client, partition_writer, server_id
 from recsys import keys
 from recsys import schema as S
 from recsys.bundle import CURRENT
@@ -79,8 +79,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def write_kind(df: DataFrame, *, kind: str, ttl: int | None, target: Target) -> dict[str, object]:
-    """Writes one transform's rows from the executors; returns the summed counts (one small row)."""
-    stats = df.mapInPandas(partition_writer(kind=kind, ttl=ttl, target=target), STATS_SCHEMA)
+    """Writes one transform's rows from the executors; returns the summed counts (one small row).
+
+    Each partition is one task with its own connection, fed Arrow batches of
+    ``spark.sql.execution.arrow.maxRecordsPerBatch`` rows; the write runs on as many cores as the
+    transform has partitions (a table read gives at least ``spark.default.parallelism`` of them).
+    """
+    if kind in LIST_KINDS:
+        df = tr.wire_lists(df)
+    stats = df.mapInArrow(partition_writer(kind=kind, ttl=ttl, target=target), STATS_SCHEMA)
     row = stats.agg(
         *[F.sum(c).alias(c) for c in STATS_COLUMNS if c != "server_ids"],
         F.concat_ws(",", F.collect_set("server_ids")).alias("server_ids"),

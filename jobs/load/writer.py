@@ -8,14 +8,19 @@ Every key is written by exactly one command, so a reader sees the old value or t
 - ``history:user:{id}``: one ``EVAL`` of :data:`SEED_HISTORY`, which fills the list and sets its TTL only
   when the key does not exist, so events the API pushed since the last lake ingest are never overwritten.
 
-Commands go out in pipelines of ``pipeline_size`` (``transaction=False``: no MULTI, no cross-key
-atomicity, which the contract does not need). A connection error or timeout (a Redis restart, a failover)
-retries the whole batch with exponential backoff; every command is idempotent, so a replay is harmless.
+Lists are encoded a whole Arrow batch at a time (:func:`recsys.batch_encoding.encode_lists`). On a single
+node their ``SET``/``DEL`` commands go out as pre-built RESP, one ``sendall`` per pipeline of
+``pipeline_size`` commands, replies read in bulk (:mod:`jobs.load.resp`); in cluster mode, and for product
+hashes and history seeds (a small share of the keys), through redis-py pipelines (``transaction=False``: no
+MULTI, no cross-key atomicity, which the contract does not need). A connection error or timeout (a Redis
+restart, a failover) retries the whole pipeline with exponential backoff; every command is idempotent, so a
+replay is harmless.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,17 +28,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from jobs.load import resp
+from jobs.load.transforms import COL_IDS_JOINED
 from recsys import keys, redis_client
+from recsys import schema as S
+from recsys.batch_encoding import encode_lists, list_counts
 from recsys.config import RedisConfig
-from recsys.encoding import encode_list
 
 log = logging.getLogger(__name__)
 
 KINDS: tuple[str, ...] = ("user", "similar", "popular", "product", "history")
+LIST_KINDS: tuple[str, ...] = ("user", "similar", "popular")
+# Key prefixes of the list kinds whose key is prefix + a checked id (built for a whole batch at once).
+_ID_PREFIXES: dict[str, str] = {"user": keys.PREFIX_USER_RECS, "similar": keys.PREFIX_SIMILAR}
 STATS_COLUMNS: tuple[str, ...] = ("keys", "deleted", "value_bytes", "retries", "server_ids")
+STATS_ARROW_SCHEMA = pa.schema([(c, pa.int64()) for c in STATS_COLUMNS[:-1]] + [("server_ids", pa.string())])
+Frame = pd.DataFrame | pa.RecordBatch
 
 # KEYS[1] = history key; ARGV[1] = ttl seconds, ARGV[2..] = elements newest first.
 SEED_HISTORY = """
@@ -93,25 +108,14 @@ def _key_fn(kind: str) -> Callable[[Any], str]:
 
 
 def commands(pdf: pd.DataFrame, *, kind: str, ttl: int | None) -> Iterator[tuple[Any, ...]]:
-    """The Redis command (as ``execute_command`` arguments) of each row of a transform's output.
+    """The Redis command (as ``execute_command`` arguments) of each row of a product or history frame.
 
     Example:
-        >>> next(commands(rows, kind="user", ttl=3600))
-        ('SET', 'recommendations:user:u1', b'RL...', 'EX', 3600)
+        >>> next(commands(rows, kind="product", ttl=None))
+        ('HSET', 'product:p1', 'title', 'Mug', 'category', 'kitchen', ...)
     """
     key_of = _key_fn(kind)
-    if kind in ("user", "similar", "popular"):
-        if ttl is None or ttl <= 0:
-            raise ValueError(f"lists need a positive ttl, got {ttl}")
-        for pid, ids, scores, sources, created in zip(
-            pdf["id"], pdf["product_ids"], pdf["scores"], pdf["sources"], pdf["created_at"], strict=True
-        ):
-            key = key_of(pid)
-            if ids is None or len(ids) == 0:
-                yield ("DEL", key)
-            else:
-                yield ("SET", key, encode_list(ids, scores, sources, created_at=float(created)), "EX", ttl)
-    elif kind == "product":
+    if kind == "product":
         fields = ("title", "category", "brand", "price", "available")
         for row in zip(pdf["id"], *(pdf[f] for f in fields), strict=True):
             args: list[Any] = ["HSET", key_of(row[0])]
@@ -125,7 +129,25 @@ def commands(pdf: pd.DataFrame, *, kind: str, ttl: int | None) -> Iterator[tuple
             if elements is not None and len(elements):
                 yield ("EVAL", SEED_HISTORY, 1, key_of(uid), ttl, *elements)
     else:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        raise ValueError(f"commands() writes product and history rows; {kind!r} goes through write_lists")
+
+
+def list_keys(ids: pa.Array, *, kind: str) -> pa.Array:
+    """The key of each row of a list batch, as binary; a bad id raises ``ValidationError`` naming it.
+
+    ``user`` and ``similar`` keys are built for the whole batch when every id passes the id rule checked by
+    Arrow; otherwise (and for ``popular``, a handful of rows) each key comes from :mod:`recsys.keys`.
+    """
+    prefix = _ID_PREFIXES.get(kind)
+    if prefix is not None and not ids.null_count and len(ids):
+        text = ids.cast(pa.string())
+        if (
+            pc.all(pc.match_substring_regex(text, S.ID_PATTERN)).as_py()
+            and pc.max(pc.utf8_length(text)).as_py() <= S.ID_MAX_LEN
+        ):
+            return pc.binary_join_element_wise(prefix, text, "").cast(pa.binary())
+    key_of = _key_fn(kind)
+    return pa.array([key_of(i).encode() for i in ids.to_pylist()], pa.binary())
 
 
 class _Flusher:
@@ -143,15 +165,24 @@ class _Flusher:
             self.server_ids.add(server_id(self.client))
 
     def flush(self, batch: list[tuple[Any, ...]]) -> None:
+        """Sends ``batch`` in one redis-py pipeline (cluster mode, product hashes, history seeds)."""
         if not batch:
             return
+
+        def send() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for cmd in batch:
+                pipe.execute_command(*cmd)
+            pipe.execute(raise_on_error=True)
+
+        self.attempt(send)
+
+    def attempt(self, send: Callable[[], None]) -> None:
+        """Runs ``send`` (one idempotent pipeline), retrying it with backoff on connection errors."""
         delay = self.target.backoff_s
         for attempt in range(self.target.retries + 1):
             try:
-                pipe = self.client.pipeline(transaction=False)
-                for cmd in batch:
-                    pipe.execute_command(*cmd)
-                pipe.execute(raise_on_error=True)
+                send()
                 if attempt:
                     self._note_server()
                 return
@@ -164,13 +195,54 @@ class _Flusher:
                 delay = min(delay * 2, self.target.max_backoff_s)
 
 
+def _as_batch(frame: Frame) -> pa.RecordBatch:
+    return frame if isinstance(frame, pa.RecordBatch) else pa.RecordBatch.from_pandas(frame, preserve_index=False)
+
+
+def _as_pandas(frame: Frame) -> pd.DataFrame:
+    return frame.to_pandas() if isinstance(frame, pa.RecordBatch) else frame
+
+
+def _write_lists(
+    batch: pa.RecordBatch, *, kind: str, ttl: int, flusher: _Flusher, sender: resp.RespSender | None
+) -> tuple[int, int, int]:
+    """Encodes and writes one batch of list rows; returns keys set, keys deleted and value bytes."""
+    names = batch.schema.names
+    ids = batch.column(COL_IDS_JOINED if COL_IDS_JOINED in names else "product_ids")
+    values = encode_lists(ids, batch.column("scores"), batch.column("sources"), batch.column("created_at"))
+    keys_ = list_keys(batch.column("id"), kind=kind)
+    nonempty = list_counts(batch.column("scores")) > 0
+    if nonempty.all():
+        set_keys, set_values, del_keys = keys_, values, keys_.slice(0, 0)
+    else:
+        mask = pa.array(nonempty)
+        set_keys, set_values, del_keys = keys_.filter(mask), values.filter(mask), keys_.filter(pc.invert(mask))
+    size = flusher.target.pipeline_size
+    if sender is not None:
+        for chunk, n in resp.chunks(resp.set_commands(set_keys, set_values, ttl=ttl), size):
+            flusher.attempt(functools.partial(sender.send, chunk, n=n, reply=resp.OK))
+        for chunk, n in resp.chunks(resp.del_commands(del_keys), size):
+            flusher.attempt(functools.partial(sender.send, chunk, n=n, reply=resp.COUNT))
+    else:
+        cmds: list[tuple[Any, ...]] = [
+            ("SET", k, v, "EX", ttl) for k, v in zip(set_keys.to_pylist(), set_values.to_pylist(), strict=True)
+        ]
+        cmds += [("DEL", k) for k in del_keys.to_pylist()]
+        for s in range(0, len(cmds), size):
+            flusher.flush(cmds[s : s + size])
+    nbytes = int(pc.sum(pc.binary_length(set_values)).as_py() or 0)
+    return len(set_keys), len(del_keys), nbytes
+
+
 def write_rows(
-    frames: Iterable[pd.DataFrame], *, kind: str, ttl: int | None, target: Target, client: Any | None = None
+    frames: Iterable[Frame], *, kind: str, ttl: int | None, target: Target, client: Any | None = None
 ) -> dict[str, Any]:
     """Writes every row of ``frames`` (one transform's output) and returns the counts.
 
     Args:
-        frames: Batches of rows of :mod:`jobs.load.transforms` output for ``kind``.
+        frames: Batches of rows of :mod:`jobs.load.transforms` output for ``kind``, as Arrow record batches
+            (what Spark's ``mapInArrow`` gives) or pandas frames. List rows may carry ``product_ids`` as a
+            list or ``product_ids_joined`` (:func:`jobs.load.transforms.wire_lists`).
         kind: One of :data:`KINDS`.
         ttl: The TTL of each key (``None`` for product hashes).
         target: Connection and pipeline settings.
@@ -180,22 +252,30 @@ def write_rows(
         ``keys`` written, ``deleted``, ``value_bytes`` (payload bytes of list values), ``retries`` and the
         comma-joined ``server_ids`` seen (a restart shows as two ids).
     """
+    _key_fn(kind)
     flusher = _Flusher(target, client)
-    batch: list[tuple[Any, ...]] = []
     written = deleted = nbytes = 0
-    for pdf in frames:
-        for cmd in commands(pdf, kind=kind, ttl=ttl):
-            if cmd[0] == "DEL":
-                deleted += 1
-            else:
+    if kind in LIST_KINDS:
+        if ttl is None or ttl <= 0:
+            raise ValueError(f"lists need a positive ttl, got {ttl}")
+        sender = None if target.cluster else resp.RespSender(flusher.client)
+        try:
+            for frame in frames:
+                w, d, b = _write_lists(_as_batch(frame), kind=kind, ttl=ttl, flusher=flusher, sender=sender)
+                written, deleted, nbytes = written + w, deleted + d, nbytes + b
+        finally:
+            if sender is not None:
+                sender.close()
+    else:
+        batch: list[tuple[Any, ...]] = []
+        for frame in frames:
+            for cmd in commands(_as_pandas(frame), kind=kind, ttl=ttl):
                 written += 1
-                if cmd[0] == "SET":
-                    nbytes += len(cmd[2])
-            batch.append(cmd)
-            if len(batch) >= target.pipeline_size:
-                flusher.flush(batch)
-                batch = []
-    flusher.flush(batch)
+                batch.append(cmd)
+                if len(batch) >= target.pipeline_size:
+                    flusher.flush(batch)
+                    batch = []
+        flusher.flush(batch)
     return {
         "keys": written,
         "deleted": deleted,
@@ -207,16 +287,16 @@ def write_rows(
 
 def partition_writer(
     *, kind: str, ttl: int | None, target: Target
-) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """A ``mapInPandas`` function writing its partition and yielding one row of counts.
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A ``mapInArrow`` function writing its partition and yielding one row of counts.
 
     Example:
-        >>> df.mapInPandas(partition_writer(kind="user", ttl=3600, target=t), STATS_SCHEMA)
+        >>> df.mapInArrow(partition_writer(kind="user", ttl=3600, target=t), STATS_SCHEMA)
     """
     _key_fn(kind)
 
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         stats = write_rows(batches, kind=kind, ttl=ttl, target=target)
-        yield pd.DataFrame([stats], columns=list(STATS_COLUMNS))
+        yield pa.RecordBatch.from_pylist([stats], schema=STATS_ARROW_SCHEMA)
 
     return run

@@ -1,0 +1,82 @@
+"""The writer's single-node fast path: RESP built by Arrow, replies checked in bulk, keys built per batch."""
+
+from __future__ import annotations
+
+import hiredis
+import pyarrow as pa
+import pytest
+from redis.exceptions import BusyLoadingError, ResponseError
+
+from jobs.load import resp
+from jobs.load.writer import Target, list_keys, write_rows
+from recsys import keys
+from recsys.encoding import decode_list
+from recsys.schema import ValidationError
+
+pytestmark = [pytest.mark.redis]
+
+
+def test_set_and_del_commands_are_the_bytes_redis_py_packs() -> None:
+    ks = pa.array([b"recommendations:user:u1", b"k" * 300], pa.binary())
+    vs = pa.array([b"RL\x01\x00\r\n$*", b"\x00" * 2000], pa.binary())
+    sets = resp.set_commands(ks, vs, ttl=3600).to_pylist()
+    pairs = zip(ks.to_pylist(), vs.to_pylist(), strict=True)
+    assert sets == [hiredis.pack_command(("SET", k, v, "EX", 3600)) for k, v in pairs]
+    assert resp.del_commands(ks).to_pylist() == [hiredis.pack_command(("DEL", k)) for k in ks.to_pylist()]
+
+
+def test_chunks_cover_the_commands_in_order_without_gaps() -> None:
+    cmds = resp.del_commands(pa.array([f"k{i}".encode() for i in range(10)], pa.binary())).slice(3, 7)
+    got = resp.chunks(cmds, 3)
+    assert [n for _, n in got] == [3, 3, 1]
+    assert b"".join(bytes(c) for c, _ in got) == b"".join(cmds.to_pylist())
+    assert resp.chunks(cmds.slice(0, 0), 3) == []
+
+
+def test_list_keys_match_the_keys_module_and_reject_bad_ids() -> None:
+    ids = pa.array(["u1", "U-9.x:1", "a" * 64])
+    assert list_keys(ids, kind="user").to_pylist() == [keys.user_recs_key(i).encode() for i in ids.to_pylist()]
+    assert list_keys(ids, kind="similar").to_pylist() == [keys.similar_key(i).encode() for i in ids.to_pylist()]
+    assert list_keys(pa.array([None, "Home & Garden"]), kind="popular").to_pylist() == [
+        b"popular:global",
+        b"popular:category:home%20%26%20garden",
+    ]
+    for bad in (["u1", "u 2"], ["u1", None], ["a" * 65]):
+        with pytest.raises(ValidationError, match="user_id"):
+            list_keys(pa.array(bad, pa.string()), kind="user")
+
+
+def test_sender_raises_error_replies_and_reconnects(redis_server: str, redis_client) -> None:
+    sender = resp.RespSender(redis_client)
+    good = resp.set_commands(pa.array([b"a", b"b"]), pa.array([b"1", b"2"]), ttl=60)
+    bad = pa.array([hiredis.pack_command(("SET", "c", "3")), hiredis.pack_command(("LPUSH", "c", "x"))], pa.binary())
+    [(chunk, n)] = resp.chunks(bad, 2)
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        sender.send(chunk, n=n, reply=resp.OK)
+    [(chunk, n)] = resp.chunks(good, 2)
+    sender.send(chunk, n=n, reply=resp.OK)  # on a fresh connection after the failure
+    assert redis_client.mget("a", "b", "c") == [b"1", b"2", b"3"]
+    sender.close()
+    with pytest.raises(BusyLoadingError):
+        resp._raise_reply(hiredis.ReplyError("LOADING Redis is loading the dataset in memory"))
+
+
+def test_write_rows_from_arrow_batches_sets_deletes_and_counts(redis_server: str, redis_client) -> None:
+    redis_client.set("recommendations:user:u2", b"stale")
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "id": ["u0", "u1", "u2", "u3"],
+            "product_ids_joined": ["x", "p1\x00p2", "", "p3"],
+            "scores": pa.array([[1.0], [0.9, 0.5], [], [0.1]], pa.list_(pa.float32())),
+            "sources": pa.array([[1], [1, 4], [], [2]], pa.list_(pa.int32())),
+            "created_at": [0.0, 1.5, 1.5, 2.0],
+        }
+    )
+    target = Target(redis_server, False, 2.0, pipeline_size=1)
+    stats = write_rows([batch.slice(1)], kind="user", ttl=3600, target=target)  # u0 is outside the slice
+    assert stats["keys"] == 2 and stats["deleted"] == 1 and stats["retries"] == 0
+    assert sorted(redis_client.keys("*")) == [b"recommendations:user:u1", b"recommendations:user:u3"]
+    u1 = decode_list(redis_client.get("recommendations:user:u1"))
+    assert u1.product_ids == ["p1", "p2"] and u1.sources.tolist() == [1, 4] and u1.created_at == 1.5
+    assert stats["value_bytes"] == sum(len(redis_client.get(k)) for k in redis_client.keys("*"))
+    assert 3500 < redis_client.ttl("recommendations:user:u3") <= 3600

@@ -102,6 +102,41 @@ return 1
 """
 
 
+# The catalogue fields of many products in one command (instead of a pipeline of HMGETs, whose per-command
+# packing and parsing in redis-py cost more than Redis itself). KEYS = product hashes; ARGV = field names.
+_PRODUCTS_LUA = """
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('HMGET', KEYS[i], unpack(ARGV)) end
+return out
+"""
+
+# A cache hit in one round trip: the cached list and the catalogue fields of the products of one page.
+# KEYS[1] = recommendations:user:{id}; ARGV = first position, end position (exclusive), the product key prefix,
+# the field names. Returns nil on a miss, else {blob, fields of each product in the window}. The product ids
+# are read from the blob as recsys.encoding lays it out ("RL", version 1, count u16 at byte 4, 13 header
+# bytes, 2 bytes of score and 1 of source per item, then the ids joined by NUL). Product keys are built here,
+# so the script reads keys it was not given: fine on one Redis, not allowed on a cluster, where the API
+# reads the list and then the details (two round trips).
+_PAGE_LUA = """
+local blob = redis.call('GET', KEYS[1])
+if not blob then return false end
+local out = {blob}
+if #blob < 13 or string.sub(blob, 1, 3) ~= 'RL\1' then return out end
+local n = struct.unpack('<H', blob, 4)
+local start, stop = tonumber(ARGV[1]), math.min(tonumber(ARGV[2]), n)
+local pos, i = 14 + 3 * n, 0
+while i < stop do
+  local e = string.find(blob, '\0', pos, true)
+  if i >= start then
+    out[#out + 1] = redis.call('HMGET', ARGV[3] .. string.sub(blob, pos, e and e - 1 or -1), unpack(ARGV, 4))
+  end
+  if not e then break end
+  pos, i = e + 1, i + 1
+end
+return out
+"""
+
+
 class StoreUnavailable(RuntimeError):
     """Redis could not be reached or answered with an error."""
 
@@ -158,6 +193,8 @@ class RedisStore:
         self._on_error = on_error or (lambda op: None)
         self._append = client.register_script(_APPEND_LUA)
         self._history = client.register_script(_HISTORY_LUA)
+        self._products_script = client.register_script(_PRODUCTS_LUA)
+        self._page_script = client.register_script(_PAGE_LUA)
         # Last good copy of each popular list: the fallback answer while Redis is down.
         self._last_popular: dict[str, RankedList] = {}
         self._lock = threading.Lock()
@@ -194,6 +231,31 @@ class RedisStore:
         with self._call("get_recs"):
             blob = self.client.get(keys.user_recs_key(user_id))
         return _decode(blob, keys.user_recs_key(user_id)), self._loaded_version()
+
+    def cached_page(
+        self, user_id: str, start: int, stop: int
+    ) -> tuple[RankedList | None, dict[int, dict[str, Any] | None], str | None]:
+        """:meth:`cached_recs` plus the details of the products at positions ``start:stop`` of the list.
+
+        One round trip (a script) on a single Redis; on a cluster the list, then the details (which may come
+        from the worker's product cache). The details are keyed by position; empty when the list is absent or
+        malformed.
+        """
+        key = keys.user_recs_key(user_id)
+        if self.cluster:
+            ranked, version = self.cached_recs(user_id)
+            if ranked is None:
+                return None, {}, version
+            window = range(start, min(stop, len(ranked.product_ids)))
+            found = self.products([ranked.product_ids[i] for i in window])
+            return ranked, dict(zip(window, found, strict=True)), version
+        with self._call("get_recs"):
+            reply = self._page_script(keys=[key], args=[start, stop, keys.PREFIX_PRODUCT, *PRODUCT_FIELDS])
+        ranked = _decode(reply[0], key) if reply else None
+        details: dict[int, dict[str, Any] | None] = {}
+        if ranked is not None and len(reply) - 1 == max(0, min(stop, len(ranked.product_ids)) - start):
+            details = {start + j: _product(values) for j, values in enumerate(reply[1:])}
+        return ranked, details, self._loaded_version()
 
     def _loaded_version(self) -> str | None:
         # model:current changes once per load: re-read it at most every serving.model_check_s seconds.
@@ -243,11 +305,14 @@ class RedisStore:
                 if key in self._last_popular:
                     return self._last_popular[key]
             raise
+        self._remember_popular(key, found)
+        return found
+
+    def _remember_popular(self, key: str, found: RankedList | None) -> None:
         if found is not None:
             with self._lock:
                 if key in self._last_popular or len(self._last_popular) < 1000:
                     self._last_popular[key] = found
-        return found
 
     def last_popular(self, category: str | None = None) -> RankedList | None:
         """The in-process copy of a popular list (no Redis call)."""
@@ -258,7 +323,8 @@ class RedisStore:
         """Catalogue fields of each product, ``None`` for a product without a hash.
 
         Details read within the last ``serving.product_cache_s`` seconds come from this worker's memory; the
-        others from one pipelined HMGET. Catalogue changes therefore show within that many seconds.
+        others from Redis in one command (a script of HMGETs; a pipeline of them on a cluster). Catalogue
+        changes therefore show within that many seconds.
         """
         if not product_ids:
             return []
@@ -272,10 +338,15 @@ class RedisStore:
         missing = [pid for pid in dict.fromkeys(product_ids) if pid not in found]
         if missing:
             with self._call("products"):
-                pipe = self.client.pipeline(transaction=False)
-                for pid in missing:
-                    pipe.hmget(keys.product_key(pid), PRODUCT_FIELDS)
-                rows = pipe.execute()
+                if self.cluster:  # the keys live in many hash slots: one pipelined HMGET each
+                    pipe = self.client.pipeline(transaction=False)
+                    for pid in missing:
+                        pipe.hmget(keys.product_key(pid), PRODUCT_FIELDS)
+                    rows = pipe.execute()
+                else:
+                    rows = self._products_script(
+                        keys=[keys.product_key(pid) for pid in missing], args=list(PRODUCT_FIELDS)
+                    )
             ttl = self.serving.product_cache_s
             if ttl > 0 and len(cache) + len(missing) > self.serving.product_cache_size:
                 cache.clear()  # rare: a full cache starts over rather than paying LRU bookkeeping per read
@@ -287,16 +358,22 @@ class RedisStore:
 
     def history(self, user_id: str) -> list[HistoryEvent]:
         """The user's recent events, newest first (malformed elements are skipped and logged)."""
+        key = keys.history_key(user_id)
         with self._call("history"):
-            raw = self.client.lrange(keys.history_key(user_id), 0, self.serving.history_length - 1)
-        out = []
-        for item in raw:
-            try:
-                d = json.loads(item)
-                out.append(HistoryEvent(str(d["p"]), str(d["e"]), int(d.get("q", 1)), float(d["t"])))
-            except (ValueError, KeyError, TypeError):
-                log.warning("skipping a malformed element of %s", keys.history_key(user_id))
-        return out
+            raw = self.client.lrange(key, 0, self.serving.history_length - 1)
+        return _parse_history(raw, key)
+
+    def history_and_popular(self, user_id: str) -> tuple[list[HistoryEvent], RankedList | None]:
+        """:meth:`history` and ``popular:global`` (kept as the fallback copy) in one pipelined round trip."""
+        key, popular_key = keys.history_key(user_id), keys.popular_key()
+        with self._call("history"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lrange(key, 0, self.serving.history_length - 1)
+            pipe.get(popular_key)
+            raw, blob = pipe.execute()
+        popular = _decode(blob, popular_key)
+        self._remember_popular(popular_key, popular)
+        return _parse_history(raw, key), popular
 
     def model_pointer(self) -> str | None:
         """``model:current``'s ``als_bundle`` field (the bundle the cached lists were built from)."""
@@ -420,6 +497,29 @@ def history_element(ev: dict[str, Any]) -> str:
         },
         separators=(",", ":"),
     )
+
+
+def _parse_history(raw: Sequence[bytes], key: str) -> list[HistoryEvent]:
+    """History elements, newest first; a malformed element is skipped and logged."""
+    try:
+        # One parse for the whole list (the usual case); element by element when one of them is not JSON.
+        parsed: list[Any] = json.loads(b"[" + b",".join(raw) + b"]")
+        if len(parsed) != len(raw):  # an element holding "a, b" would otherwise count as two events
+            raise ValueError("element count differs")
+    except ValueError:
+        parsed = []
+        for item in raw:
+            try:
+                parsed.append(json.loads(item))
+            except ValueError:
+                parsed.append(None)
+    out = []
+    for d in parsed:
+        try:
+            out.append(HistoryEvent(str(d["p"]), str(d["e"]), int(d.get("q", 1)), float(d["t"])))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("skipping a malformed element of %s", key)
+    return out
 
 
 def _decode(blob: bytes | None, key: str) -> RankedList | None:

@@ -1,8 +1,15 @@
 """On-demand scoring of one user on a cache miss: ALS fold-in, content neighbours, popularity, then the blend.
 
-The candidates are built exactly as the batch builds them (same sources, same names) and handed to
-:func:`recsys.blend.blend`, so a list computed here and one computed by the batch follow the same rules:
-purchased products are dropped, unavailable ones too, and pages are diversified by category.
+The candidates are built exactly as the batch builds them (same sources, same names, same order) and handed
+to :func:`recsys.blend_arrays.blend_arrays`, the numpy core of the batch's :func:`recsys.blend.blend`, so a
+list computed here and one computed by the batch follow the same rules: purchased products are dropped,
+unavailable ones too, and pages are diversified by category. No DataFrame is built on the request path: the
+candidates are coded with a dict of their product ids (a few hundred) and the blend runs on the codes.
+
+Redis round trips on a miss (after the GET that found no cached list): the history and ``popular:global``
+in one pipeline, the neighbour lists of the recent products in one pipeline, the candidates' product
+details in one pipeline (those read within ``serving.product_cache_s`` come from the worker's memory), the
+``SET`` of the answer.
 """
 
 from __future__ import annotations
@@ -13,10 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from recsys import keys
-from recsys.blend import blend
+from recsys.blend_arrays import SOURCES, blend_arrays
 from recsys.bundle import AlsBundle
 from recsys.config import Config
 from recsys.encoding import SOURCE_BITS, RankedList
@@ -28,6 +34,25 @@ from serving.store import HistoryEvent, RedisStore, StoreUnavailable
 log = logging.getLogger(__name__)
 
 SECONDS_PER_DAY = 86_400.0
+_SOURCE_CODE = {name: SOURCES.index(name) for name in SOURCES}
+# The neighbour sources a similar:item list can carry, in the order the batch emits their candidate rows.
+_NEIGHBOUR_SOURCES = tuple((SOURCE_BITS[name], _SOURCE_CODE[name]) for name in ("content", "itemknn"))
+
+
+class _Candidates:
+    """One user's candidate rows in input order, with product codes given by first appearance."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+        self.item: list[int] = []
+        self.source: list[int] = []
+        self.score: list[float] = []
+
+    def add(self, ids: Sequence[str], scores: Sequence[float], source: str) -> None:
+        codes, code = self.codes, _SOURCE_CODE[source]
+        self.item.extend(codes.setdefault(pid, len(codes)) for pid in ids)
+        self.source.extend([code] * len(ids))
+        self.score.extend(scores)
 
 
 @dataclass(frozen=True)
@@ -102,13 +127,18 @@ class Recommender:
         self.store = store
         self.models = models
 
-    def cold_start(self, category: str | None) -> Scored:
-        """Popular in ``category`` (falling back to global popularity) for a user we have never seen."""
+    def cold_start(self, category: str | None, *, popular: RankedList | None = None) -> Scored:
+        """Popular in ``category`` (falling back to global popularity) for a user we have never seen.
+
+        Args:
+            category: The category asked for, if any.
+            popular: ``popular:global`` when the caller has just read it (saves a round trip).
+        """
         bundle = self.models.get()
         found = self.store.popular(category) if category else None
         if found is not None:
             return Scored(found, bundle.model_version if bundle else None, "cold_start", in_category=True)
-        found = self.store.popular(None) or _ranked([], [], [])
+        found = (popular if popular is not None else self.store.popular(None)) or _ranked([], [], [])
         return Scored(found, bundle.model_version if bundle else None, "cold_start")
 
     def for_user(self, user_id: str, *, category: str | None = None) -> Scored:
@@ -117,47 +147,43 @@ class Recommender:
         Raises:
             StoreUnavailable: Redis failed; call :meth:`degraded` instead.
         """
-        history = self.store.history(user_id)
+        history, popular = self.store.history_and_popular(user_id)
         bundle = self.models.get()
         batch_x = bundle.user_vector(user_id) if bundle is not None else None
         if not history and batch_x is None:
-            return self.cold_start(category)
+            return self.cold_start(category, popular=popular)
         now = time.time()
-        frames = [self._cf(user_id, history, bundle, batch_x, now)]
-        frames.append(self._neighbours(user_id, history))
-        popular = self.store.popular(None)
+        cands = _Candidates()
+        self._cf(cands, history, bundle, batch_x, now)
+        self._neighbours(cands, history)
         if popular is not None:
             # As many popular candidates as the batch offers every user (blend.popular_candidates).
             n_popular = self.cfg.blend.popular_candidates
-            frames.append(
-                _frame(user_id, popular.product_ids[:n_popular], popular.scores[:n_popular], "popular")
-            )
-        cands = (
-            pd.concat([f for f in frames if len(f)], ignore_index=True)
-            if any(len(f) for f in frames)
-            else _frame(user_id, [], [], "cf")
-        )
-        ids = cands["product_id"].unique().tolist()
+            cands.add(popular.product_ids[:n_popular], popular.scores[:n_popular].tolist(), "popular")
+        ids = list(cands.codes)
         details = self.store.products(ids)
-        products = pd.DataFrame(
-            {
-                "product_id": ids,
-                "category": [d["category"] if d else None for d in details],
-                "available": [d is not None and d["available"] for d in details],
-            }
-        )
-        hist = pd.DataFrame(
-            {
-                "user_id": user_id,
-                "product_id": [e.product_id for e in history],
-                "purchased": [e.event_type == "purchase" for e in history],
-                "viewed": [True for _ in history],
-            },
-            columns=["user_id", "product_id", "purchased", "viewed"],
-        )
+        categories: dict[str, int] = {}
+        category_codes = [
+            categories.setdefault(d["category"], len(categories)) if d and d["category"] is not None else -1
+            for d in details
+        ]
         n = max(len(history), self.cfg.blend.cold_start_min_interactions if batch_x is not None else 0)
-        out = blend(cands, history=hist, products=products, n_interactions={user_id: n}, cfg=self.cfg.blend)
-        ranked = _ranked(out["product_id"].tolist(), out["score"].tolist(), out["sources"].tolist())
+        out = blend_arrays(
+            np.zeros(len(cands.item), dtype=np.int64),
+            np.array(cands.item, dtype=np.int64),
+            np.array(cands.source, dtype=np.int64),
+            np.array(cands.score, dtype=np.float64),
+            items=np.array(ids, dtype=object),
+            listed=np.array([d is not None and bool(d["available"]) for d in details], dtype=bool),
+            category=np.array(category_codes, dtype=np.int64),
+            counts=np.array([float(n)]),
+            cfg=self.cfg.blend,
+            hist_user=np.zeros(len(history), dtype=np.int64),
+            hist_item=np.array([cands.codes.get(e.product_id, -1) for e in history], dtype=np.int64),
+            purchased=np.array([e.event_type == "purchase" for e in history], dtype=bool),
+            viewed=np.ones(len(history), dtype=bool),
+        )
+        ranked = _ranked([ids[i] for i in out.item.tolist()], out.score.tolist(), out.sources.tolist())
         return Scored(ranked, bundle.model_version if bundle else None, "personal")
 
     def degraded(self, user_id: str, *, category: str | None = None) -> Scored:
@@ -178,14 +204,14 @@ class Recommender:
 
     def _cf(
         self,
-        user_id: str,
+        cands: _Candidates,
         history: Sequence[HistoryEvent],
         bundle: AlsBundle | None,
         batch_x: np.ndarray | None,
         now: float,
-    ) -> pd.DataFrame:
+    ) -> None:
         if bundle is None:
-            return _frame(user_id, [], [], "cf")
+            return
         binary = bool(bundle.meta.get("binary_confidence", self.cfg.als.binary_confidence))
         rows, ratings = ratings_from_history(history, bundle.item_index, binary=binary, cfg=self.cfg, now=now)
         if rows.size:
@@ -200,50 +226,31 @@ class Recommender:
         elif batch_x is not None:
             x = batch_x
         else:
-            return _frame(user_id, [], [], "cf")
+            return
         # Over-fetch by the history size: the blend drops purchased products afterwards.
         top, scores = top_items(bundle, x, self.cfg.als.top_n + len(rows))
-        return _frame(user_id, [str(bundle.item_ids[r]) for r in top], scores, "cf")
+        cands.add([str(p) for p in bundle.item_ids[top].tolist()], scores.tolist(), "cf")
 
-    def _neighbours(self, user_id: str, history: Sequence[HistoryEvent]) -> pd.DataFrame:
+    def _neighbours(self, cands: _Candidates, history: Sequence[HistoryEvent]) -> None:
         recent: list[str] = []
         for ev in history:
             if ev.product_id not in recent:
                 recent.append(ev.product_id)
             if len(recent) >= self.cfg.content.recent_items:
                 break
-        lists = self.store.ranked_many([keys.similar_key(p) for p in recent])
-        ids: list[str] = []
-        scores: list[float] = []
-        sources: list[str] = []
-        for found in lists:
+        codes = cands.codes
+        for found in self.store.ranked_many([keys.similar_key(p) for p in recent]):
             if found is None:
                 continue
-            for i, pid in enumerate(found.product_ids):
-                bits = int(found.sources[i])
-                for name in ("content", "itemknn"):
-                    if bits & SOURCE_BITS[name]:
-                        ids.append(pid)
-                        scores.append(float(found.scores[i]))
-                        sources.append(name)
-        return pd.DataFrame(
-            {"user_id": user_id, "product_id": ids, "source": sources, "score": scores},
-            columns=["user_id", "product_id", "source", "score"],
-        )
-
-
-def _frame(
-    user_id: str, ids: Sequence[str], scores: Sequence[float] | np.ndarray, source: str
-) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "user_id": user_id,
-            "product_id": list(ids),
-            "source": source,
-            "score": np.asarray(scores, dtype=np.float64),
-        },
-        columns=["user_id", "product_id", "source", "score"],
-    )
+            # Per product, a content row then an itemknn row, as the batch's candidate union orders them.
+            for pid, score, bits in zip(
+                found.product_ids, found.scores.tolist(), found.sources.tolist(), strict=True
+            ):
+                for bit, code in _NEIGHBOUR_SOURCES:
+                    if bits & bit:
+                        cands.item.append(codes.setdefault(pid, len(codes)))
+                        cands.source.append(code)
+                        cands.score.append(score)
 
 
 __all__ = ["Recommender", "Scored", "StoreUnavailable", "ratings_from_history", "top_items"]

@@ -73,8 +73,8 @@ def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
         open_client(cfg.redis),
         cfg.serving,
         cfg.redis.ttl_seconds,
-        on_error=lambda op: metrics.redis_errors.labels(op).inc(),
-        on_timing=lambda op, seconds: metrics.redis_duration.labels(op).observe(seconds),
+        on_error=lambda op: metrics.child(metrics.redis_errors, op).inc(),
+        on_timing=lambda op, seconds: metrics.child(metrics.redis_duration, op).observe(seconds),
         cluster=cfg.redis.cluster,
     )
 
@@ -116,7 +116,7 @@ def _install_request_hooks(app: Flask, metrics: Metrics) -> None:
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
         started = g.get("started")
         if started is not None:
-            metrics.request_duration.labels(endpoint, request.method, str(response.status_code)).observe(
+            metrics.child(metrics.request_duration, endpoint, request.method, str(response.status_code)).observe(
                 time.perf_counter() - started
             )
         return response

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-from recsys.encoding import RankedList
+from recsys.encoding import SOURCE_BITS, RankedList
 from recsys.keys import category_slug
 from serving.params import Page
 from serving.store import RedisStore, StoreUnavailable
@@ -14,10 +15,18 @@ log = logging.getLogger(__name__)
 
 DEGRADED_HEADER = "X-Degraded"
 DEGRADED_VALUE = "redis-unavailable"
+# The source names of every sources bitmask (RankedList.source_names without the per-item loop).
+_SOURCE_NAMES = [[name for name, bit in SOURCE_BITS.items() if bits & bit] for bits in range(256)]
 
 
 def page_of(
-    ranked: RankedList, page: Page, store: RedisStore, *, category: str | None, degraded: bool
+    ranked: RankedList,
+    page: Page,
+    store: RedisStore,
+    *,
+    category: str | None,
+    degraded: bool,
+    details: Mapping[int, dict[str, Any] | None] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """The ``items``, ``page``, ``page_size``, ``total`` and ``next_page`` fields of a list response.
 
@@ -30,9 +39,11 @@ def page_of(
         store: Where product details are read.
         category: Keep only products of this category (compared by its key-safe slug).
         degraded: Redis is known to be down: do not try it.
+        details: Details already read, by list position (the cache hit's script); used when no category
+            filter applies, the others are read from the store.
     """
     rows = list(range(len(ranked.product_ids)))
-    details: dict[int, dict[str, Any] | None] = {}
+    have: dict[int, dict[str, Any] | None] = dict(details) if details and category is None else {}
     try:
         if category is not None:
             if degraded:
@@ -41,18 +52,18 @@ def page_of(
                 found = store.products(ranked.product_ids)
                 wanted = category_slug(category)
                 rows = [i for i in rows if _category_slug(found[i]) == wanted]
-                details = {i: found[i] for i in rows}
+                have = {i: found[i] for i in rows}
         start, stop, next_page = page.window(len(rows))
         chosen = rows[start:stop]
-        missing = [i for i in chosen if i not in details]
+        missing = [i for i in chosen if i not in have]
         if missing and not degraded:
             for i, d in zip(missing, store.products([ranked.product_ids[i] for i in missing]), strict=True):
-                details[i] = d
+                have[i] = d
     except StoreUnavailable:
         degraded = True
         start, stop, next_page = page.window(len(rows))
         chosen = rows[start:stop]
-    items = [_item(ranked, i, details.get(i)) for i in chosen]
+    items = _items(ranked, chosen, have)
     body = {
         "items": items,
         "page": page.page,
@@ -68,13 +79,22 @@ def _category_slug(details: dict[str, Any] | None) -> str | None:
     return category_slug(category) if category and category.strip() else None
 
 
-def _item(ranked: RankedList, i: int, d: dict[str, Any] | None) -> dict[str, Any]:
-    return {
-        "product_id": ranked.product_ids[i],
-        "score": round(float(ranked.scores[i]), 6),
-        "sources": ranked.source_names(i),
-        "title": d["title"] if d else None,
-        "category": d["category"] if d else None,
-        "brand": d["brand"] if d else None,
-        "price": d["price"] if d else None,
-    }
+def _items(
+    ranked: RankedList, chosen: list[int], details: Mapping[int, dict[str, Any] | None]
+) -> list[dict[str, Any]]:
+    ids, scores, sources = ranked.product_ids, ranked.scores, ranked.sources
+    out = []
+    for i in chosen:
+        d = details.get(i)
+        out.append(
+            {
+                "product_id": ids[i],
+                "score": round(float(scores[i]), 6),
+                "sources": list(_SOURCE_NAMES[int(sources[i])]),
+                "title": d["title"] if d else None,
+                "category": d["category"] if d else None,
+                "brand": d["brand"] if d else None,
+                "price": d["price"] if d else None,
+            }
+        )
+    return out

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from serving.api.listing import DEGRADED_HEADER, DEGRADED_VALUE, page_of
 from serving.ondemand import Scored
-from serving.params import category_param, check_known, page_params, path_id
+from serving.params import Page, category_param, check_known, page_params, path_id
 from serving.services import services
 from serving.store import StoreUnavailable
 
@@ -25,9 +26,14 @@ def recommendations(user_id: str) -> ResponseReturnValue:
     user_id = path_id("user_id", user_id)
     page = page_params(request.args, default_size=s.cfg.blend.page_size, max_size=s.cfg.serving.max_page_size)
     category = category_param(request.args)
-    scored, hit, degraded = _lookup(user_id, category)
+    scored, hit, degraded, details = _lookup(user_id, category, page)
     body, degraded = page_of(
-        scored.ranked, page, s.store, category=None if scored.in_category else category, degraded=degraded
+        scored.ranked,
+        page,
+        s.store,
+        category=None if scored.in_category else category,
+        degraded=degraded,
+        details=details,
     )
     body = {
         "user_id": user_id,
@@ -39,28 +45,37 @@ def recommendations(user_id: str) -> ResponseReturnValue:
     headers = {"X-Cache": "hit" if hit else "miss"}
     if degraded:
         headers[DEGRADED_HEADER] = DEGRADED_VALUE
-        s.metrics.degraded.labels("recommendations").inc()
+        s.metrics.child(s.metrics.degraded, "recommendations").inc()
     return jsonify(body), 200, headers
 
 
-def _lookup(user_id: str, category: str | None) -> tuple[Scored, bool, bool]:
-    """``(list, cache hit, degraded)``: the cache, else on-demand (stored with the TTL), else degraded."""
+def _lookup(user_id: str, category: str | None, page: Page) -> tuple[Scored, bool, bool, dict[int, Any]]:
+    """``(list, cache hit, degraded, details)``: the cache, else on-demand (stored with the TTL), else degraded.
+
+    Without a category filter, a cached list comes with the details of the page's products (one round trip);
+    ``details`` maps list positions to them.
+    """
     s = services()
+    m = s.metrics
     try:
-        cached, version = s.store.cached_recs(user_id)
+        if category is None:
+            start = (page.page - 1) * page.page_size
+            cached, details, version = s.store.cached_page(user_id, start, start + page.page_size)
+        else:
+            (cached, version), details = s.store.cached_recs(user_id), {}
         if cached is not None:
-            s.metrics.cache_requests.labels("hit").inc()
-            return Scored(cached, version, "cached"), True, False
-        s.metrics.cache_requests.labels("miss").inc()
+            m.child(m.cache_requests, "hit").inc()
+            return Scored(cached, version, "cached"), True, False, details
+        m.child(m.cache_requests, "miss").inc()
         started = time.perf_counter()
         scored = s.recommender.for_user(user_id, category=category)
-        s.metrics.ondemand_seconds.labels(scored.kind).observe(time.perf_counter() - started)
+        m.child(m.ondemand_seconds, scored.kind).observe(time.perf_counter() - started)
     except StoreUnavailable:
-        s.metrics.cache_requests.labels("error").inc()
-        return s.recommender.degraded(user_id, category=category), False, True
+        m.child(m.cache_requests, "error").inc()
+        return s.recommender.degraded(user_id, category=category), False, True, {}
     if scored.kind == "personal":
         try:
             s.store.store_recs(user_id, scored.ranked)
         except StoreUnavailable:
-            return scored, False, True
-    return scored, False, False
+            return scored, False, True, {}
+    return scored, False, False, {}

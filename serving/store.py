@@ -540,18 +540,18 @@ def _text(value: bytes | str | None) -> str | None:
 
 
 def _product(values: Sequence[bytes | None]) -> dict[str, Any] | None:
-    if all(v is None for v in values):
+    title, category, brand, price_text, available = (_text(v) for v in values)
+    if title is None and category is None and brand is None and price_text is None and available is None:
         return None
-    d = {name: _text(v) for name, v in zip(PRODUCT_FIELDS, values, strict=True)}
     price: float | None
     try:
-        price = float(d["price"]) if d["price"] not in (None, "") else None
+        price = float(price_text) if price_text not in (None, "") else None
     except ValueError:
         price = None
     return {
-        "title": d["title"],
-        "category": d["category"],
-        "brand": d["brand"] or None,
+        "title": title,
+        "category": category,
+        "brand": brand or None,
         "price": price,
-        "available": d["available"] not in ("0", "false", "False"),
+        "available": available not in ("0", "false", "False"),
     }

@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT))
 
 from pyspark.sql import functions as F  # noqa: E402
 
-from bench.load import free_port, start_redis  # noqa: E402
 from jobs.als import transforms as als_tr  # noqa: E402
 from jobs.als.model import build_als  # noqa: E402
 from jobs.common import lake  # noqa: E402
@@ -34,6 +33,7 @@ from jobs.pipeline.main import run_pipeline  # noqa: E402
 from jobs.run import available_jobs, build_parser  # noqa: E402
 from recsys import schema as S  # noqa: E402
 from recsys.config import Config, load_config  # noqa: E402
+from recsys.localredis import free_port, start_redis, stop_redis  # noqa: E402
 
 EVENTS_PER_USER = 30
 PRODUCTS = 20_000
@@ -119,8 +119,7 @@ def main() -> int:
             )
         finally:
             spark.stop()
-            server.terminate()
-            server.wait(timeout=30)
+            stop_redis(server)
             shutil.rmtree(work, ignore_errors=True)
     stages = ("ingest", "als", "content", "blend", "load")
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

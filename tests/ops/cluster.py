@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
-import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from recsys.localredis import start_redis, stop_redis
+
+__all__ = ["LocalCluster", "cluster_port", "start_redis", "wait_port"]  # start_redis: used by stack, test_faults
 
 
 def cluster_port() -> int:
@@ -34,38 +37,6 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
-
-
-def start_redis(port: int, workdir: Path, *extra: str) -> subprocess.Popen:
-    """A redis-server on a loopback port (no persistence unless ``extra`` asks for it)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise RuntimeError("redis-server is not installed: run `make setup`")
-    workdir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port)
-    except RuntimeError:
-        proc.kill()
-        raise
-    return proc
 
 
 class LocalCluster:
@@ -131,7 +102,5 @@ class LocalCluster:
 
     def stop(self) -> None:
         for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            proc.wait(timeout=10)
+            stop_redis(proc)
         self.procs = []

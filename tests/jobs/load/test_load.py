@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -23,8 +21,8 @@ from jobs.load.main import run_load
 from jobs.load.writer import Target, write_rows
 from recsys.config import Config, LakeConfig, RedisConfig, ServingConfig
 from recsys.encoding import SOURCE_BITS, decode_list
+from recsys.localredis import free_port, start_redis
 from serving.store import RedisStore
-from tests.conftest import free_port
 
 pytestmark = [pytest.mark.spark, pytest.mark.redis]
 
@@ -168,38 +166,9 @@ def test_incremental_load_touches_only_that_version(spark, lake_root, redis_serv
     assert out.users == 0 and out.deleted == 1
 
 
-def _start_redis(port: int, workdir: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")
-
-
 def test_writer_retries_through_a_redis_restart(tmp_path: Path) -> None:
     port = free_port()
-    proc = _start_redis(port, tmp_path)
+    proc = start_redis(port, tmp_path)
     url = f"redis://127.0.0.1:{port}/0"
     target = Target(url, False, 0.5, pipeline_size=3, retries=20, backoff_s=0.05, max_backoff_s=0.5)
     rows = pd.DataFrame(
@@ -217,7 +186,7 @@ def test_writer_retries_through_a_redis_restart(tmp_path: Path) -> None:
         yield rows.iloc[:5]
         proc.terminate()  # the server goes away mid-load and comes back 0.5 s later
         proc.wait(timeout=10)
-        threading.Timer(0.5, lambda: restarted.append(_start_redis(port, tmp_path))).start()
+        threading.Timer(0.5, lambda: restarted.append(start_redis(port, tmp_path))).start()
         yield rows.iloc[5:]
 
     try:

@@ -33,12 +33,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import pyarrow as pa  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from jobs.common.spark import build_spark  # noqa: E402
 from jobs.load import transforms as tr  # noqa: E402
 from jobs.load.main import write_kind  # noqa: E402
-from jobs.load.writer import Target  # noqa: E402
+from jobs.load.writer import Target, write_rows  # noqa: E402
 from recsys.config import RedisConfig, SparkConfig  # noqa: E402
 from recsys.localredis import LocalRedis  # noqa: E402
 
@@ -77,6 +78,36 @@ def redis_benchmark(port: int, args: list[str]) -> float:
     if not found:
         raise RuntimeError(f"cannot parse redis-benchmark output: {out[-200:]!r}")
     return float(found[-1])
+
+
+def writer_only(path: str, client, target: Target, n: int, arrow_batch: int) -> float:
+    """Seconds of the executors' writer (``write_rows``) alone over the table's Arrow batches, in this process.
+
+    The batches are read by pyarrow and shaped as ``wire_lists`` ships them before the clock starts, so this
+    is the writer's own cost (encode, RESP, send, replies) on one core, without Spark.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(path, format="parquet").to_table()
+    ids = table["product_ids"].cast(pa.list_(pa.string()))
+    micros = table["scored_at"].cast(pa.timestamp("us")).cast(pa.int64())
+    wire = pa.table(
+        {
+            "id": table["user_id"],
+            "product_ids_joined": pc.binary_join(ids, "\x00"),
+            "scores": table["scores"],
+            "sources": table["sources"],
+            "created_at": pc.divide(micros.cast(pa.float64()), 1e6),
+        }
+    )
+    batches = wire.combine_chunks().to_batches(max_chunksize=arrow_batch)
+    client.flushall()
+    t0 = time.perf_counter()
+    stats = write_rows(batches, kind="user", ttl=TTL, target=target)
+    took = time.perf_counter() - t0
+    assert int(stats["keys"]) == n == client.dbsize(), (stats["keys"], n, client.dbsize())
+    return took
 
 
 def timed_load(df, client, target: Target, n: int) -> tuple[float, dict]:
@@ -131,6 +162,7 @@ def main() -> int:
             load1 = os.getloadavg()[0]
             mem = (int(client.info("memory")["used_memory"]) - base) / n
             value = int(stats["value_bytes"]) / n
+            alone = writer_only(path, client, target, n, args.arrow_batch)
             client.flushall()
             brief = redis_benchmark(server.port, ["-t", "set", "-d", str(round(value)), "-P", str(args.pipeline),
                                                   "-n", str(n)])
@@ -142,10 +174,11 @@ def main() -> int:
             )
             client.flushall()
             rate = n / warm
-            rows.append((n, parts, cold, warm, rate, brief, alike, value, mem, load1))
+            rows.append((n, parts, cold, warm, rate, n / alone, brief, alike, value, mem, load1))
             print(
                 f"{n:>9,} users, {parts} partitions: load {rate:>9,.0f} keys/s ({warm:.2f}s warm, {cold:.2f}s "
-                f"cold); redis-benchmark SET {brief:>9,.0f} req/s (ratio {rate / brief:.2f}), new keys with EX "
+                f"cold; the writer alone {n / alone:,.0f} keys/s); redis-benchmark SET {brief:>9,.0f} req/s "
+                f"(ratio {rate / brief:.2f}), new keys with EX "
                 f"{alike:>9,.0f} req/s (ratio {rate / alike:.2f}); value {value:,.0f} B, Redis memory "
                 f"{mem:,.0f} B/user; load average {load1:.1f}",
                 flush=True,
@@ -157,14 +190,14 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{os.cpu_count()} cores; load average (1 min) at the end: {os.getloadavg()[0]:.1f}")
     print(
-        "\n| users | partitions | load keys/s (warm) | warm s | cold s | redis-benchmark -t set req/s | ratio "
-        "| new keys + EX req/s | ratio | value B | Redis B/user | load avg |"
+        "\n| users | partitions | load keys/s (warm) | warm s | cold s | writer alone keys/s "
+        "| redis-benchmark -t set req/s | ratio | new keys + EX req/s | ratio | value B | Redis B/user | load avg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for n, parts, cold, warm, rate, brief, alike, value, mem, load1 in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for n, parts, cold, warm, rate, alone, brief, alike, value, mem, load1 in rows:
         print(
-            f"| {n:,} | {parts} | {rate:,.0f} | {warm:.2f} | {cold:.2f} | {brief:,.0f} | {rate / brief:.2f} "
-            f"| {alike:,.0f} | {rate / alike:.2f} | {value:,.0f} | {mem:,.0f} | {load1:.1f} |"
+            f"| {n:,} | {parts} | {rate:,.0f} | {warm:.2f} | {cold:.2f} | {alone:,.0f} | {brief:,.0f} "
+            f"| {rate / brief:.2f} | {alike:,.0f} | {rate / alike:.2f} | {value:,.0f} | {mem:,.0f} | {load1:.1f} |"
         )
     return 0
 

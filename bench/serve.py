@@ -278,28 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="recsys-bench-serve-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
+        from recsys.localredis import start_redis
+
         redis_port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(redis_port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(tmp),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        procs.append(start_redis(redis_port, tmp))  # returns once it answers PING
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        time.sleep(0.5)
         t0 = time.monotonic()
         build_world(tmp, redis_url, args.products, args.rank)
         print(

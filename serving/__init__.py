@@ -21,6 +21,7 @@ from flask.wrappers import Response
 from recsys.config import Config, load_config
 from serving.api import register_blueprints
 from serving.errors import register_error_handlers
+from serving.json_provider import OrjsonProvider
 from serving.metrics import Metrics
 from serving.model import ModelHolder
 from serving.ondemand import Recommender
@@ -67,7 +68,8 @@ def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     )
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = cfg.serving.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = OrjsonProvider(app)
+    app.json.sort_keys = False
     metrics = Metrics()
     store = RedisStore(
         open_client(cfg.redis),

@@ -33,6 +33,7 @@ CONF_ENV = "RECSYS_CONF_FILE"
 DEFAULT_CONF = "conf/local.yaml"
 REQUEST_ID_HEADER = "X-Request-ID"
 SERVED_BY_HEADER = "X-Served-By"
+_REQUEST_ID_ENV = "HTTP_X_REQUEST_ID"  # REQUEST_ID_HEADER as the WSGI environ names it
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
 log = logging.getLogger(__name__)
@@ -104,20 +105,27 @@ def _install_request_hooks(app: Flask, metrics: Metrics) -> None:
 
     host = socket.gethostname()
 
+    # Both hooks run on every request, the cache hit's included: each context proxy costs a lookup per
+    # attribute, so g is resolved once per hook, and the request id is read from the WSGI environ
+    # (request.headers rebuilds the environ key on each get).
     @app.before_request
     def _start() -> None:
-        sent = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = sent if _REQUEST_ID_RE.match(sent) else uuid.uuid4().hex
-        g.started = time.perf_counter()
+        sent = request.environ.get(_REQUEST_ID_ENV, "")
+        ctx = g._get_current_object()
+        ctx.request_id = sent if _REQUEST_ID_RE.match(sent) else uuid.uuid4().hex
+        ctx.started = time.perf_counter()
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        response.headers[REQUEST_ID_HEADER] = g.get("request_id", "-")
+        ctx = g._get_current_object()
+        headers = response.headers
+        headers[REQUEST_ID_HEADER] = ctx.get("request_id", "-")
         # Which process answered (behind a load balancer): host and worker pid, for tracing and the LB test.
-        response.headers[SERVED_BY_HEADER] = f"{host}:{os.getpid()}"
-        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        started = g.get("started")
+        headers[SERVED_BY_HEADER] = f"{host}:{os.getpid()}"
+        started = ctx.get("started")
         if started is not None:
+            rule = request.url_rule
+            endpoint = rule.rule if rule is not None else "unmatched"
             metrics.child(metrics.request_duration, endpoint, request.method, str(response.status_code)).observe(
                 time.perf_counter() - started
             )

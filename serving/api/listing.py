@@ -82,15 +82,16 @@ def _category_slug(details: dict[str, Any] | None) -> str | None:
 def _items(
     ranked: RankedList, chosen: list[int], details: Mapping[int, dict[str, Any] | None]
 ) -> list[dict[str, Any]]:
-    ids, scores, sources = ranked.product_ids, ranked.scores, ranked.sources
+    ids = ranked.product_ids
     out = []
-    for i in chosen:
+    # Scores and sources of the page converted in one call each: numpy scalar indexing per item cost more.
+    for i, score, bits in zip(chosen, ranked.scores[chosen].tolist(), ranked.sources[chosen].tolist(), strict=True):
         d = details.get(i)
         out.append(
             {
                 "product_id": ids[i],
-                "score": round(float(scores[i]), 6),
-                "sources": list(_SOURCE_NAMES[int(sources[i])]),
+                "score": round(score, 6),
+                "sources": list(_SOURCE_NAMES[bits]),
                 "title": d["title"] if d else None,
                 "category": d["category"] if d else None,
                 "brand": d["brand"] if d else None,

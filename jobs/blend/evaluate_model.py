@@ -67,7 +67,9 @@ def _candidates(train: DataFrame, products: DataFrame | None, ctx: ModelContext)
     for p in parts[1:]:
         cands = cands.unionByName(p)
     history = tr.user_history(train.join(ctx.users, S.COL_USER, "left_semi"))
-    cached = (cands.cache(), history.cache(), catalogue.cache())
+    # Checkpointed, not just cached: the candidates' lineage (ALS, item-kNN self-join, content) is long, and
+    # every sweep variant would otherwise carry it (and its plan string) again.
+    cached = (cands.localCheckpoint(), history.localCheckpoint(), catalogue.localCheckpoint())
     _CACHE.clear()  # one split at a time
     _CACHE[key] = cached
     return cached

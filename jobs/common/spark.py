@@ -31,6 +31,10 @@ LOCAL_DEFAULTS = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.driver.extraJavaOptions": "-Dlog4j2.level=WARN",
+    # Plan strings (built for every query's UI/listener event) of long lineages that reuse a sub-plan
+    # several times grow exponentially; an evaluation sweep died of "OutOfMemoryError: Java heap space"
+    # in QueryExecution.explainString. Truncated plan strings cost nothing else.
+    "spark.sql.maxPlanStringLength": "1000000",
 }
 
 

@@ -180,9 +180,9 @@ def similar_items(
     features: DataFrame,
     *,
     k: int,
-    tables: int = 4,
+    tables: int = 6,
     bits: int = 16,
-    window: int = 2000,
+    window: int = 1000,
     seed: int = 17,
     cross_category: bool = True,
 ) -> DataFrame:

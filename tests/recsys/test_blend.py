@@ -447,7 +447,8 @@ def test_blend_arrays_checks_its_arguments() -> None:
         "category": np.array([0, -1]),
         "counts": np.array([3.0]),
     }
-    out = blend_arrays(**args, cfg=NO_CAP)  # each source normalises to 1.0: weight_cf 1.0 > weight_popular 0.1
+    cfg = dataclasses.replace(NO_CAP, weight_cf=1.0, weight_popular=0.1)
+    out = blend_arrays(**args, cfg=cfg)  # each source normalises to 1.0: weight_cf 1.0 > weight_popular 0.1
     assert (out.item.tolist(), out.score.tolist(), out.sources.tolist()) == ([0, 1], [1.0, 0.1], [1, 4])
     with pytest.raises(ValueError, match="listed must be a 1-d array of length 2"):
         blend_arrays(**{**args, "listed": np.array([True])}, cfg=NO_CAP)

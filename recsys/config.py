@@ -121,12 +121,12 @@ class ContentConfig:
 @dataclass(frozen=True)
 class BlendConfig:
     weight_cf: float = 1.0
-    weight_content: float = 0.3
-    weight_popular: float = 0.1
-    weight_itemknn: float = 1.0
+    weight_content: float = 0.1
+    weight_popular: float = 0.5
+    weight_itemknn: float = 0.5
     cold_start_min_interactions: int = 3
     drop_viewed: bool = False
-    max_per_category: int = 5
+    max_per_category: int = 10
     page_size: int = 20
     top_n: int = 100
     popular_half_life_days: float = 7.0

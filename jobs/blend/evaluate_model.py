@@ -29,13 +29,16 @@ UNKNOWN_CATEGORY = "unknown"
 # The sweep of docs/evaluation.md, registered by name so that `--models hybrid:<name>` lists them; any other
 # `hybrid:<spec>` (see :func:`parse_variant`) works as well.
 SWEEP: tuple[str, ...] = (
-    "cf1-knn1-ct0.3-pop0.1",
-    "cf1-knn0.5-ct0.3-pop0.1",
-    "cf0.5-knn1-ct0.3-pop0.1",
-    "cf1-knn1-ct0-pop0.1",
-    "cf1-knn1-ct0.3-pop0.3",
-    "cf1-knn1-ct0.1-pop0.1",
-    "cf1-knn1-ct0.3-pop0.1-nocap",
+    "cf1-knn0-ct0-pop0-nocap",
+    "cf1-knn1-ct0.3-pop0.1-cap5",
+    "cf1-knn0.5-ct0.1-pop0.3-nocap",
+    "cf1-knn0.5-ct0.1-pop0.3-cap5",
+    "cf1-knn0.5-ct0.1-pop0.3-rank-cap10",
+    "cf1-knn0.5-ct0.3-pop0.3-cap10",
+    "cf1-knn0.3-ct0.1-pop0.3-cap10",
+    "cf1-knn0.5-ct0-pop0.3-cap10",
+    "cf1-knn0.5-ct0.1-pop0.5-cap10",
+    "cf1-knn1-ct0.1-pop0.3-cap10",
 )
 _SPEC_KEYS = {"cf": "weight_cf", "knn": "weight_itemknn", "ct": "weight_content", "pop": "weight_popular"}
 _CACHE: dict[int, tuple[DataFrame, DataFrame, DataFrame]] = {}

@@ -25,7 +25,7 @@ from jobs.ingest import main as ingest
 from jobs.load.main import run_load
 from recsys.config import Config, LakeConfig
 from tests.conftest import free_port
-from tests.jobs.load.test_load import make_config, write_lake
+from tests.jobs.load.test_load import LOADED_KEYS, make_config, write_lake
 from tests.ops.cluster import start_redis
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -65,22 +65,7 @@ def test_bulk_load_survives_a_redis_restart_and_ends_complete(spark, lake_root: 
         got = sorted(k.decode() for k in client.keys("*"))
         # Every key of the full load is there after the restart: the run saw the server id change and loaded
         # again (out.rounds == 2), the writers retried through the outage (out.retries) instead of failing.
-        assert got == sorted(
-            [
-                "recommendations:user:u1",
-                "recommendations:user:u2",
-                "similar:item:p1",
-                "similar:item:p2",
-                "popular:global",
-                "popular:category:home%20%26%20garden",
-                "product:p1",
-                "product:p2",
-                "product:p3",
-                "history:user:u1",
-                "history:user:u2",
-                "model:current",
-            ]
-        )
+        assert got == sorted(LOADED_KEYS)
         assert out.rounds == 2 and out.keys["user"] == 2
         assert client.hget("model:current", "keys") == b"11"
         client.close()

@@ -39,6 +39,23 @@ RECS_SCHEMA = T.StructType(
 )
 
 
+# Every key a full load of write_lake's tables writes (also checked after a Redis restart in tests/ops).
+LOADED_KEYS = (
+    "recommendations:user:u1",
+    "recommendations:user:u2",
+    "similar:item:p1",
+    "similar:item:p2",
+    "popular:global",
+    "popular:category:home%20%26%20garden",
+    "product:p1",
+    "product:p2",
+    "product:p3",
+    "history:user:u1",
+    "history:user:u2",
+    "model:current",
+)
+
+
 def make_config(lake_root: Path, url: str) -> Config:
     return dataclasses.replace(
         Config(),
@@ -98,22 +115,7 @@ def test_full_load_writes_exactly_the_contract_keys(spark, lake_root, redis_serv
     out = run_load(spark, cfg, stages=Stages("load"))
 
     got = sorted(k.decode() for k in redis_client.keys("*"))
-    assert got == sorted(
-        [
-            "recommendations:user:u1",
-            "recommendations:user:u2",
-            "similar:item:p1",
-            "similar:item:p2",
-            "popular:global",
-            "popular:category:home%20%26%20garden",
-            "product:p1",
-            "product:p2",
-            "product:p3",
-            "history:user:u1",
-            "history:user:u2",
-            "model:current",
-        ]
-    )
+    assert got == sorted(LOADED_KEYS)
     ttls = {k: redis_client.ttl(k) for k in got}
     for key, ttl in ttls.items():
         if key.startswith("recommendations:"):

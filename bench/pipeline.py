@@ -28,6 +28,7 @@ from pyspark.sql import functions as F  # noqa: E402
 from jobs.als import transforms as als_tr  # noqa: E402
 from jobs.als.model import build_als  # noqa: E402
 from jobs.common import lake  # noqa: E402
+from jobs.common.progress import setup_logging  # noqa: E402
 from jobs.common.spark import build_spark  # noqa: E402
 from jobs.pipeline.main import run_pipeline  # noqa: E402
 from jobs.run import available_jobs, build_parser  # noqa: E402
@@ -91,6 +92,7 @@ def main() -> int:
     parser.add_argument("--events", default="1000000,4000000", help="comma-separated event counts")
     parser.add_argument("--conf-file", default=str(ROOT / "conf" / "local.yaml"))
     args = parser.parse_args()
+    setup_logging()
     base = load_config(args.conf_file)
     results = []
     for n in [int(x) for x in args.events.split(",")]:

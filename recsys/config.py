@@ -94,6 +94,7 @@ class AlsConfig:
     seed: int = 42
     knn_neighbors: int = 100
     knn_max_items_per_user: int = 500
+    candidates_broadcast_max_mb: int = 256
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class ContentConfig:
     recent_items: int = 5
     top_n: int = 100
     seed: int = 17
+    broadcast_max_products: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class BlendConfig:
     popular_candidates: int = 50
     itemknn_top_n: int = 100
     similar_top_n: int = 50
+    broadcast_max_products: int = 1_000_000
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from recsys.config import Config
 from recsys.encoding import SOURCE_BITS, RankedList
 from recsys.foldin import fold_in
 from recsys.scoring import event_confidence
+from recsys.topk import top_n
 from serving.model import ModelHolder
 from serving.store import HistoryEvent, RedisStore, StoreUnavailable
 
@@ -100,14 +101,12 @@ def ratings_from_history(
 
 
 def top_items(bundle: AlsBundle, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best item rows for user vector ``x`` and their scores, best first (argpartition)."""
-    scores = np.asarray(bundle.item_factors @ x.astype(np.float32))
-    k = min(k, scores.shape[0])
-    if k <= 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    idx = np.argpartition(-scores, k - 1)[:k] if k < scores.shape[0] else np.arange(scores.shape[0])
-    idx = idx[np.argsort(-scores[idx], kind="stable")]
-    return idx, scores[idx]
+    """The ``k`` best item rows for user vector ``x`` and their scores, best first (ties: lower row first).
+
+    The batch's kernel, :func:`recsys.topk.top_n`, so a list computed here is ordered as the batch orders it.
+    """
+    found = top_n(x[np.newaxis, :], bundle.item_factors, max(k, 0))
+    return found.items, found.scores
 
 
 def _ranked(ids: Sequence[str], scores: Sequence[float] | np.ndarray, sources: Sequence[int]) -> RankedList:
@@ -193,9 +192,7 @@ class Recommender:
         if bundle is not None and x is not None:
             rows, scores = top_items(bundle, x, self.cfg.blend.top_n)
             ids = [str(bundle.item_ids[r]) for r in rows]
-            return Scored(
-                _ranked(ids, scores, [SOURCE_BITS["cf"]] * len(ids)), bundle.model_version, "batch_vector"
-            )
+            return Scored(_ranked(ids, scores, [SOURCE_BITS["cf"]] * len(ids)), bundle.model_version, "batch_vector")
         version = bundle.model_version if bundle else None
         in_category = self.store.last_popular(category) if category else None
         if in_category is not None:
@@ -243,9 +240,7 @@ class Recommender:
             if found is None:
                 continue
             # Per product, a content row then an itemknn row, as the batch's candidate union orders them.
-            for pid, score, bits in zip(
-                found.product_ids, found.scores.tolist(), found.sources.tolist(), strict=True
-            ):
+            for pid, score, bits in zip(found.product_ids, found.scores.tolist(), found.sources.tolist(), strict=True):
                 for bit, code in _NEIGHBOUR_SOURCES:
                     if bits & bit:
                         cands.item.append(codes.setdefault(pid, len(codes)))

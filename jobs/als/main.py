@@ -6,6 +6,8 @@ import argparse
 import logging
 from datetime import UTC, datetime
 
+import numpy as np
+from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -75,11 +77,79 @@ def _as_of(args: argparse.Namespace, events: DataFrame) -> datetime:
     return latest
 
 
+def write_candidates(
+    spark: SparkSession,
+    cfg: Config,
+    model: ALSModel,
+    train: DataFrame,
+    subset: DataFrame,
+    items: DataFrame,
+    item_f: DataFrame,
+    *,
+    n_items: int,
+    model_version: str,
+) -> str:
+    """Writes ``cf_candidates`` for the ``subset`` users; returns the scoring used (logged and recorded).
+
+    Item factors of at most ``als.candidates_broadcast_max_mb`` go to the executors as one numpy matrix and
+    users are scored in blocks (:func:`jobs.als.transforms.candidates_broadcast`); larger catalogues fall back
+    to ``recommendForUserSubset``, which never holds all item factors in one place.
+
+    Args:
+        spark: The session (the broadcast goes through its SparkContext).
+        cfg: The job's configuration (``als`` section and the lake paths).
+        model: The fitted ALS model.
+        train: ``user_idx, item_idx`` training pairs, never offered back to their user.
+        subset: ``user_id, user_idx`` of the users who get candidates.
+        items: The item index ``product_id, item_idx``.
+        item_f: ``item_idx, factors`` of the model (the cached ``als_item_factors`` rows).
+        n_items: Rows of the model's item factors.
+        model_version: Tag of every row.
+
+    Returns:
+        ``broadcast`` or ``recommendForUserSubset``.
+    """
+    acfg = cfg.als
+    item_mb = n_items * acfg.rank * 4 / 2**20
+    scoring = "broadcast" if item_mb <= acfg.candidates_broadcast_max_mb else "recommendForUserSubset"
+    log.info(
+        "candidates: %s scoring (item factors %.1f MB, als.candidates_broadcast_max_mb %d)",
+        scoring,
+        item_mb,
+        acfg.candidates_broadcast_max_mb,
+    )
+    out = cfg.table_path(lake.CF_CANDIDATES)
+    if scoring == "broadcast":
+        item_idx, y = factors_to_numpy(item_f, col_id=tr.COL_ITEM_IDX, rank=acfg.rank)
+        matrix = spark.sparkContext.broadcast(tr.item_matrix(np.asarray(item_idx, dtype=np.int64), y))
+        try:
+            cands = tr.candidates_broadcast(
+                model.userFactors,
+                train,
+                subset,
+                items,
+                item_factors=matrix,
+                top_n=acfg.top_n,
+                model_version=model_version,
+            )
+            lake.overwrite_version(cands, out)
+        finally:
+            matrix.destroy()
+    else:
+        # Fetch 2 x top_n so that removing the user's own items still leaves top_n for nearly everyone.
+        recs = model.recommendForUserSubset(subset.select(tr.COL_USER_IDX), 2 * acfg.top_n)
+        cands = tr.candidates_table(recs, train, subset, items, top_n=acfg.top_n, model_version=model_version)
+        lake.overwrite_version(cands, out)
+    return scoring
+
+
 def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
     started = datetime.now(UTC).replace(tzinfo=None)
     version = model_version("als", started)
     stages = Stages("als")
     acfg = cfg.als
+    if acfg.candidates_broadcast_max_mb < 0:
+        raise JobError(f"als.candidates_broadcast_max_mb must be >= 0, got {acfg.candidates_broadcast_max_mb}")
     spark.sparkContext.setCheckpointDir(cfg.lake.checkpoint_dir)
     path = cfg.table_path(lake.INTERACTIONS)
     if not lake.table_exists(spark, path):
@@ -119,14 +189,11 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
         subset = (
             users
             if args.all_users
-            else users.join(
-                tr.active_users(events, as_of=as_of, window_days=acfg.active_window_days), S.COL_USER
-            )
+            else users.join(tr.active_users(events, as_of=as_of, window_days=acfg.active_window_days), S.COL_USER)
         )
-        # Fetch 2 x top_n so that removing the user's own items still leaves top_n for nearly everyone.
-        recs = model.recommendForUserSubset(subset.select(tr.COL_USER_IDX), 2 * acfg.top_n)
-        cands = tr.candidates_table(recs, train, users, items, top_n=acfg.top_n, model_version=version)
-        lake.overwrite_version(cands, cfg.table_path(lake.CF_CANDIDATES))
+        scoring = write_candidates(
+            spark, cfg, model, train, subset, items, item_f, n_items=counts["items"], model_version=version
+        )
         cand_table = lake.read_table(spark, cfg.table_path(lake.CF_CANDIDATES))
         counts["candidate_rows"] = cand_table.count()
         counts["candidate_users"] = cand_table.select(S.COL_USER).distinct().count()
@@ -171,6 +238,7 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
         "top_n": acfg.top_n,
         "all_users": args.all_users,
         "active_window_days": acfg.active_window_days,
+        "candidates_scoring": scoring,
         "as_of": as_of.isoformat(),
         "events": {"half_life_days": cfg.events.half_life_days},
     }

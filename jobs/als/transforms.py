@@ -1,15 +1,29 @@
-"""ALS training matrix, stable integer indexes and output shaping: pure DataFrame -> DataFrame functions."""
+"""ALS training matrix, stable integer indexes and output shaping: pure DataFrame -> DataFrame functions.
+
+The candidates come from :func:`candidates_broadcast` (numpy scoring of user blocks inside ``mapInArrow``
+against broadcast item factors) or, when the item factors are too large to broadcast, from
+:func:`candidates_table` over ``ALSModel.recommendForUserSubset``. Both give the same rows, except that the
+latter's fixed over-fetch can leave a user with many of their own products near the top short of ``top_n``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark import Broadcast
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from jobs.common.confidence import interaction_confidence
 from recsys import schema as S
 from recsys.config import EventsConfig
+from recsys.topk import top_n as topk_rows
 
 COL_USER_IDX = "user_idx"
 COL_ITEM_IDX = "item_idx"
@@ -69,9 +83,7 @@ def new_index_rows(ids: DataFrame, existing: DataFrame, *, col_id: str, col_idx:
     offset = existing.agg(F.coalesce(F.max(col_idx) + 1, F.lit(0)).alias("_offset"))
     fresh = ids.select(col_id).distinct().join(existing.select(col_id), col_id, "left_anti")
     numbered = fresh.withColumn("_n", F.row_number().over(Window.orderBy(col_id)) - 1)
-    return numbered.crossJoin(offset).select(
-        col_id, (F.col("_offset") + F.col("_n")).cast("int").alias(col_idx)
-    )
+    return numbered.crossJoin(offset).select(col_id, (F.col("_offset") + F.col("_n")).cast("int").alias(col_idx))
 
 
 def indexed_ratings(
@@ -87,11 +99,7 @@ def indexed_ratings(
     Example:
         >>> train = indexed_ratings(ratings, user_index, item_index)
     """
-    return (
-        ratings.join(user_index, col_user)
-        .join(item_index, col_item)
-        .select(COL_USER_IDX, COL_ITEM_IDX, COL_RATING)
-    )
+    return ratings.join(user_index, col_user).join(item_index, col_item).select(COL_USER_IDX, COL_ITEM_IDX, COL_RATING)
 
 
 def active_users(
@@ -113,9 +121,7 @@ def active_users(
     return events.where(F.col(col_ts) >= F.lit(since)).select(col_user).distinct()
 
 
-def factors_table(
-    factors: DataFrame, index: DataFrame, *, col_id: str, col_idx: str, model_version: str
-) -> DataFrame:
+def factors_table(factors: DataFrame, index: DataFrame, *, col_id: str, col_idx: str, model_version: str) -> DataFrame:
     """ALS factors (``id, features``) joined back to the external ids and tagged with the model version.
 
     Example:
@@ -125,9 +131,7 @@ def factors_table(
     return (
         factors.withColumnRenamed("id", col_idx)
         .join(index, col_idx)
-        .select(
-            col_id, col_idx, F.col("features").alias("factors"), F.lit(model_version).alias("model_version")
-        )
+        .select(col_id, col_idx, F.col("features").alias("factors"), F.lit(model_version).alias("model_version"))
     )
 
 
@@ -177,3 +181,145 @@ def candidates_table(
             F.lit(model_version).alias("model_version"),
         )
     )
+
+
+class ItemMatrix(NamedTuple):
+    """The item side of :func:`candidates_broadcast`, broadcast to the executors.
+
+    Attributes:
+        item_idx: int32, strictly ascending; row ``r`` of ``factors`` belongs to item ``item_idx[r]``, so the
+            kernel's tie-break by row is the tie-break by ``item_idx``.
+        factors: float32 ``[n_items, rank]``.
+    """
+
+    item_idx: np.ndarray
+    factors: np.ndarray
+
+
+def item_matrix(item_idx: np.ndarray, factors: np.ndarray) -> ItemMatrix:
+    """Item factors streamed in any order, sorted by ``item_idx`` and checked, ready to broadcast.
+
+    Example:
+        >>> ids, y = factors_to_numpy(item_f, col_id="item_idx", rank=64)
+        >>> bc = spark.sparkContext.broadcast(item_matrix(np.asarray(ids, dtype=np.int64), y))
+    """
+    item_idx = np.asarray(item_idx, dtype=np.int64)
+    factors = np.asarray(factors, dtype=np.float32)
+    if item_idx.ndim != 1 or factors.ndim != 2 or factors.shape[0] != item_idx.shape[0]:
+        raise ValueError(f"item_idx {item_idx.shape} must give one index per row of factors {factors.shape}")
+    order = np.argsort(item_idx, kind="stable")
+    item_idx = item_idx[order]
+    if item_idx.size and (np.any(np.diff(item_idx) == 0) or item_idx[0] < 0 or item_idx[-1] > 2**31 - 1):
+        raise ValueError("item_idx must be distinct non-negative int32 values")
+    return ItemMatrix(item_idx.astype(np.int32), np.ascontiguousarray(factors[order]))
+
+
+def candidates_broadcast(
+    user_factors: DataFrame,
+    seen: DataFrame,
+    users: DataFrame,
+    item_index: DataFrame,
+    *,
+    item_factors: Broadcast[ItemMatrix],
+    top_n: int,
+    model_version: str,
+    col_user: str = S.COL_USER,
+    col_item: str = S.COL_ITEM,
+) -> DataFrame:
+    """Top-``top_n`` CF candidates of ``users`` scored in numpy against broadcast item factors, seen removed.
+
+    The output of :func:`candidates_table` (same columns, order and ranks) without its costs: each user's row
+    carries their factors and their seen ``item_idx`` list into ``mapInArrow``, where
+    :func:`recsys.topk.top_n` scores a block of users with one matrix product and removes the seen items
+    *before* the cut. There is no over-fetch, so every user gets ``min(top_n, unseen items)`` rows. The item
+    factors must fit each executor's memory (``als.candidates_broadcast_max_mb`` decides in the job).
+
+    Args:
+        user_factors: ``id, features`` as ``ALSModel.userFactors`` (id is the ``user_idx``).
+        seen: ``user_idx, item_idx`` pairs of the training matrix (removed from the candidates).
+        users: ``user_id, user_idx`` of the users to score (the candidate subset of the user index).
+        item_index: ``product_id, item_idx``.
+        item_factors: The broadcast :class:`ItemMatrix` of the same model.
+        top_n: Candidates kept per user.
+        model_version: Tag of every row.
+
+    Returns:
+        ``user_id, product_id, score, rank, model_version`` (rank 1 is the best; ties by ``item_idx``).
+
+    Example:
+        >>> bc = spark.sparkContext.broadcast(item_matrix(item_idx, y))
+        >>> cands = candidates_broadcast(model.userFactors, train, subset, item_index, item_factors=bc,
+        ...                              top_n=100, model_version=version)
+    """
+    if top_n <= 0:
+        raise ValueError(f"top_n must be positive, got {top_n}")
+    seen_lists = seen.groupBy(COL_USER_IDX).agg(F.collect_list(COL_ITEM_IDX).alias("seen"))
+    scored = (
+        user_factors.select(F.col("id").alias(COL_USER_IDX), "features")
+        .join(users.select(col_user, COL_USER_IDX), COL_USER_IDX)
+        .join(seen_lists, COL_USER_IDX, "left")
+        .select(col_user, "features", "seen")
+    )
+    schema = T.StructType(
+        [
+            T.StructField(col_user, T.StringType()),
+            T.StructField(COL_ITEM_IDX, T.IntegerType()),
+            T.StructField(COL_SCORE, T.FloatType()),
+            T.StructField(COL_RANK, T.IntegerType()),
+        ]
+    )
+    ranked = scored.mapInArrow(_arrow_scorer(item_factors, top_n=top_n, col_user=col_user), schema)
+    return ranked.join(F.broadcast(item_index.select(col_item, COL_ITEM_IDX)), COL_ITEM_IDX).select(
+        col_user, col_item, COL_SCORE, COL_RANK, F.lit(model_version).alias("model_version")
+    )
+
+
+def _arrow_scorer(
+    item_factors: Broadcast[ItemMatrix], *, top_n: int, col_user: str
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function: ``user, features, seen`` batches to ``user, item_idx, score, rank`` rows."""
+
+    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        matrix = item_factors.value
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            x = _user_block(batch.column("features"), matrix.factors.shape[1])
+            indptr, rows = _seen_rows(batch.column("seen"), matrix.item_idx)
+            found = topk_rows(x, matrix.factors, top_n, exclude_indptr=indptr, exclude_indices=rows)
+            per_user = np.diff(found.indptr)
+            rank = np.arange(found.items.size) - np.repeat(found.indptr[:-1], per_user) + 1
+            yield pa.RecordBatch.from_arrays(
+                [
+                    batch.column(col_user).take(pa.array(np.repeat(np.arange(batch.num_rows), per_user))),
+                    pa.array(matrix.item_idx[found.items], pa.int32()),
+                    pa.array(found.scores, pa.float32()),
+                    pa.array(rank.astype(np.int32), pa.int32()),
+                ],
+                names=[col_user, COL_ITEM_IDX, COL_SCORE, COL_RANK],
+            )
+
+    return score
+
+
+def _user_block(features: pa.Array, rank: int) -> np.ndarray:
+    """``[n, rank]`` float32 from a column of factor arrays (``flatten`` respects the batch's slice offset)."""
+    if features.null_count:
+        raise ValueError("a user factor array is null")
+    flat = features.flatten().to_numpy(zero_copy_only=False)
+    if flat.size != len(features) * rank:
+        raise ValueError(f"user factors must have {rank} values each (the item factors' rank)")
+    return flat.astype(np.float32, copy=False).reshape(len(features), rank)
+
+
+def _seen_rows(seen: pa.Array, item_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR ``indptr, rows`` of the item-matrix rows of each user's seen items (null list: nothing seen)."""
+    lengths = pc.fill_null(pc.list_value_length(seen), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = seen.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = np.minimum(np.searchsorted(item_idx, flat), max(item_idx.size - 1, 0))
+    # An item without factors cannot be scored, so it needs no exclusion either.
+    known = item_idx[rows] == flat if item_idx.size else np.zeros(flat.size, dtype=bool)
+    owner = np.repeat(np.arange(len(seen)), lengths)
+    indptr = np.zeros(len(seen) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner[known], minlength=len(seen)), out=indptr[1:])
+    return indptr, rows[known]

@@ -1,5 +1,4 @@
-"""``./spark-submit.sh blend``: popular lists, item-kNN neighbours, the hybrid blend per user, similar items.
-"""
+"""``./spark-submit.sh blend``: popular lists, item-kNN neighbours, the hybrid blend per user, similar items."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.als.transforms import active_users
+from jobs.blend import onepass
 from jobs.blend import transforms as tr
 from jobs.common import lake
 from jobs.common.errors import JobError
@@ -99,6 +99,68 @@ def scored_users(
     return users.distinct()
 
 
+def blended_lists(
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    events: DataFrame,
+    users: DataFrame,
+    cf: DataFrame | None,
+    content: DataFrame | None,
+    popular: DataFrame,
+    nbrs: DataFrame,
+    products: DataFrame,
+    broadcast: bool | None = None,
+) -> DataFrame:
+    """One ``user_id, product_ids, scores, sources`` row per user of ``users``.
+
+    ``broadcast`` None: the one-pass numpy blend (:mod:`jobs.blend.onepass`) when the catalogue has at most
+    ``blend.broadcast_max_products`` products, else the join version; True/False force one (tests).
+    """
+    bcfg = cfg.blend
+    history = tr.user_history(events.join(users, S.COL_USER, "left_semi"))
+    if broadcast is None:
+        n_products = products.count()
+        broadcast = n_products <= bcfg.broadcast_max_products
+        log.info(
+            "blend: %s (%d products, blend.broadcast_max_products %d)",
+            "one pass in numpy, catalogue broadcast" if broadcast else "Spark joins",
+            n_products,
+            bcfg.broadcast_max_products,
+        )
+    if broadcast:
+        head = (
+            popular.where(F.col(S.COL_CATEGORY).isNull() & (F.col(tr.COL_RANK) <= bcfg.popular_candidates))
+            .orderBy(tr.COL_RANK)
+            .select(S.COL_ITEM, tr.COL_SCORE)
+        )
+        cat = onepass.blend_catalogue(
+            products.select(S.COL_ITEM, S.COL_CATEGORY, S.COL_AVAILABLE).toPandas(),
+            nbrs.select(S.COL_ITEM, bl.COL_NEIGHBOR, "score").toPandas(),
+            head.toPandas(),
+        )
+        rows = onepass.blend_rows(
+            history,
+            None if cf is None else cf.join(users, S.COL_USER, "left_semi"),
+            None if content is None else content.join(users, S.COL_USER, "left_semi"),
+        )
+        return onepass.blend_users_broadcast(
+            rows, cat, cfg=bcfg, itemknn_k=bcfg.itemknn_top_n, partitions=cfg.spark.shuffle_partitions
+        )
+    history = history.cache()
+    parts = [tr.popular_candidates(users, popular, top_n=bcfg.popular_candidates)]
+    for df, source in ((cf, "cf"), (content, "content")):
+        if df is not None:
+            parts.append(tr.tag_source(df.join(users, S.COL_USER, "left_semi"), source=source))
+    knn = bl.itemknn_recommend(history.select(S.COL_USER, S.COL_ITEM), nbrs, users, k=bcfg.itemknn_top_n)
+    parts.append(tr.tag_source(knn, source="itemknn"))
+    candidates = parts[0]
+    for part in parts[1:]:
+        candidates = candidates.unionByName(part)
+    enriched = tr.enrich(candidates, history, products, tr.interaction_counts(history))
+    return tr.blend_users(enriched, cfg=bcfg, partitions=cfg.spark.shuffle_partitions)
+
+
 def run_blend(
     spark: SparkSession,
     cfg: Config,
@@ -142,9 +204,7 @@ def run_blend(
         counts["popular_rows"] = popular.count()
     with stages("itemknn"):
         pairs = events.groupBy(S.COL_USER, S.COL_ITEM).agg(F.max(S.COL_TS).alias("last_ts"))
-        nbrs = bl.itemknn_neighbors(
-            pairs, m=cfg.als.knn_neighbors, max_items_per_user=cfg.als.knn_max_items_per_user
-        )
+        nbrs = bl.itemknn_neighbors(pairs, m=cfg.als.knn_neighbors, max_items_per_user=cfg.als.knn_max_items_per_user)
         lake.overwrite_version(_tagged(nbrs, version), cfg.table_path(lake.ITEMKNN_NEIGHBORS))
         nbrs = lake.read_table(spark, cfg.table_path(lake.ITEMKNN_NEIGHBORS))
         counts["itemknn_neighbors"] = nbrs.count()
@@ -174,18 +234,17 @@ def run_blend(
                 sources=[df for df in (cf, content) if df is not None],
             )
         users = users.select(S.COL_USER).distinct().cache()
-        history = tr.user_history(events.join(users, S.COL_USER, "left_semi")).cache()
-        parts = [tr.popular_candidates(users, popular, top_n=bcfg.popular_candidates)]
-        for df, source in ((cf, "cf"), (content, "content")):
-            if df is not None:
-                parts.append(tr.tag_source(df.join(users, S.COL_USER, "left_semi"), source=source))
-        knn = bl.itemknn_recommend(history.select(S.COL_USER, S.COL_ITEM), nbrs, users, k=bcfg.itemknn_top_n)
-        parts.append(tr.tag_source(knn, source="itemknn"))
-        candidates = parts[0]
-        for part in parts[1:]:
-            candidates = candidates.unionByName(part)
-        enriched = tr.enrich(candidates, history, products, tr.interaction_counts(history))
-        recs = tr.blend_users(enriched, cfg=bcfg, partitions=cfg.spark.shuffle_partitions)
+        recs = blended_lists(
+            spark,
+            cfg,
+            events=events,
+            users=users,
+            cf=cf,
+            content=content,
+            popular=popular,
+            nbrs=nbrs,
+            products=products,
+        )
         scored_at = datetime.now(UTC).replace(tzinfo=None)
         recs = _tagged(recs, version).withColumn(COL_SCORED_AT, F.lit(scored_at).cast("timestamp"))
         rpath = cfg.table_path(lake.RECOMMENDATIONS)

@@ -15,6 +15,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from jobs.common.chunks import cluster_by_key, whole_key_chunks
 from jobs.common.confidence import event_weight
 from recsys import blend as B
 from recsys import schema as S
@@ -220,7 +221,7 @@ def blend_users(
 ) -> DataFrame:
     """Applies the shared blend to every user of ``enriched`` (output of :func:`enrich`).
 
-    The rows are hash-partitioned by user and sorted inside each partition, then ``mapInPandas`` streams
+    The rows are clustered by user (:func:`jobs.common.chunks.cluster_by_key`), then ``mapInPandas`` streams
     the Arrow batches, holding back the last (possibly incomplete) user of a batch until the next one: each
     user's rows reach :func:`recsys.blend.blend` together, and memory stays one batch plus one user.
 
@@ -242,25 +243,11 @@ def blend_users(
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         # Arrow batches are small (10k rows, a few dozen users); the blend's fixed cost per call is paid
-        # once per BLEND_CHUNK_ROWS rows instead. The last user of the buffer may continue in the next batch.
-        pending: list[pd.DataFrame] = []
-        rows = 0
-        for pdf in batches:
-            if pdf.empty:
-                continue
-            pending.append(pdf)
-            rows += len(pdf)
-            if rows < chunk_rows:
-                continue
-            buf = pd.concat(pending, ignore_index=True)
-            tail = (buf[S.COL_USER] == buf[S.COL_USER].iat[-1]).to_numpy()
-            pending, rows = [buf[tail]], int(tail.sum())
-            if not tail.all():
-                yield blend_pandas(buf[~tail], cfg)
-        if rows:
-            yield blend_pandas(pd.concat(pending, ignore_index=True), cfg)
+        # once per chunk_rows rows instead.
+        for chunk in whole_key_chunks(batches, S.COL_USER, chunk_rows):
+            yield blend_pandas(chunk, cfg)
 
-    clustered = enriched.repartition(partitions, S.COL_USER).sortWithinPartitions(S.COL_USER)
+    clustered = cluster_by_key(enriched, S.COL_USER, partitions)
     return clustered.mapInPandas(run, RECOMMENDATIONS_SCHEMA)
 
 

@@ -24,7 +24,8 @@ from jobs.common.confidence import interaction_confidence
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
 from jobs.common.runs import write_run_record
-from jobs.content.neighbours import exact_candidates, tie_aware_recall
+from jobs.content.candidates import catalogue_arrays, content_candidates_broadcast
+from jobs.content.neighbours import COL_NEIGHBOR, exact_candidates, tie_aware_recall
 from jobs.content.transforms import content_candidates, product_features, similar_items, vector_entries
 from recsys import schema as S
 from recsys.config import Config
@@ -111,13 +112,30 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
         conf = interaction_confidence(events, cfg=cfg.events, as_of=as_of)
         active_since = as_of - timedelta(days=cfg.als.active_window_days)
         active = conf.where(F.col("last_ts") >= F.lit(active_since)).select(S.COL_USER).distinct()
-        cands = content_candidates(
-            conf.join(active, S.COL_USER, "left_semi"),
-            nbrs,
-            vector_entries(feats),
-            top_n=c.top_n,
-            recent_items=c.recent_items,
-        ).withColumn("model_version", F.lit(version))
+        active_conf = conf.join(active, S.COL_USER, "left_semi")
+        if n_products <= c.broadcast_max_products:
+            log.info("content candidates: numpy with the catalogue broadcast (%d products)", n_products)
+            cat = catalogue_arrays(
+                vector_entries(feats).toPandas(),
+                nbrs.select(S.COL_ITEM, COL_NEIGHBOR, "score").toPandas(),
+            )
+            cands = content_candidates_broadcast(
+                active_conf,
+                cat,
+                top_n=c.top_n,
+                recent_items=c.recent_items,
+                partitions=cfg.spark.shuffle_partitions,
+            )
+        else:
+            log.info(
+                "content candidates: Spark joins (%d products > content.broadcast_max_products %d)",
+                n_products,
+                c.broadcast_max_products,
+            )
+            cands = content_candidates(
+                active_conf, nbrs, vector_entries(feats), top_n=c.top_n, recent_items=c.recent_items
+            )
+        cands = cands.withColumn("model_version", F.lit(version))
         lake.overwrite_version(cands, cfg.table_path(lake.CONTENT_CANDIDATES))
         n_candidates = lake.read_table(spark, cfg.table_path(lake.CONTENT_CANDIDATES)).count()
     finished = datetime.now(UTC)

@@ -12,6 +12,7 @@ from chispa import assert_df_equality
 
 from jobs.als import main as als_main
 from jobs.common import lake
+from jobs.common.errors import JobError
 from recsys.bundle import current_bundle_dir, load_bundle
 from recsys.config import AlsConfig, Config, LakeConfig
 from recsys.foldin import fold_in
@@ -33,13 +34,17 @@ def _events(spark, lake_root):
     df.write.format("delta").save(str(lake_root / "interactions"))
 
 
-def test_als_job_writes_every_output(spark, lake_root, tmp_path):
+# 8 items x rank 4 x 4 bytes: broadcast under the default limit, Spark's recommendForUserSubset under 0 MB.
+@pytest.mark.parametrize(("max_mb", "scoring"), [(1024, "broadcast"), (0, "recommendForUserSubset")])
+def test_als_job_writes_every_output(spark, lake_root, tmp_path, max_mb, scoring):
     _events(spark, lake_root)
     cfg = Config(
         lake=LakeConfig(
             root=str(lake_root), models_root=str(tmp_path / "models"), checkpoint_dir=str(tmp_path / "ckpt")
         ),
-        als=AlsConfig(rank=4, max_iter=10, top_n=2, alpha=5.0, reg_param=0.05, seed=1),
+        als=AlsConfig(
+            rank=4, max_iter=10, top_n=2, alpha=5.0, reg_param=0.05, seed=1, candidates_broadcast_max_mb=max_mb
+        ),
     )
     args = argparse.Namespace(all_users=False, as_of=None, no_bundle=False)
     assert als_main.run(args, cfg, spark) == 0
@@ -71,4 +76,12 @@ def test_als_job_writes_every_output(spark, lake_root, tmp_path):
     assert json.loads(run["row_counts"])["pairs"] == 36
     assert set(json.loads(run["timings"])) >= {"matrix", "fit", "candidates", "bundle"}
     assert json.loads(run["params"])["rank"] == 4
+    assert json.loads(run["params"])["candidates_scoring"] == scoring
     assert json.loads(run["metrics"])["candidate_users_share"] == pytest.approx(11 / 12)
+
+
+def test_negative_broadcast_limit_is_an_error_naming_the_key(spark, tmp_path):
+    cfg = Config(lake=LakeConfig(root=str(tmp_path / "lake")), als=AlsConfig(candidates_broadcast_max_mb=-1))
+    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=False)
+    with pytest.raises(JobError, match="als.candidates_broadcast_max_mb must be >= 0"):
+        als_main.run(args, cfg, spark)

@@ -1,0 +1,290 @@
+"""The blend in one pass over user-clustered rows, with the catalogue side broadcast: the job's fast path.
+
+The join version (:func:`jobs.blend.transforms.blend_users` after ``popular_candidates``,
+``itemknn_recommend`` and ``enrich``) builds every (user, candidate) row in Spark: the item-kNN scores alone
+are a join of each user's history with the neighbour lists (56M rows at 1M events) and a window, then the
+candidate union is joined three more times. At 1M events that took minutes and ran out of execution memory
+on a 3 GB driver. Everything it joins on the product side is small next to the users: the catalogue
+(category, availability), the item-kNN neighbour lists and the popular head. So here those are packed into
+numpy arrays (:class:`BlendCatalogue`), broadcast once, and each user's history rows and CF and content
+candidates travel together through one shuffle (:func:`jobs.common.chunks.cluster_by_key`) into
+``mapInPandas``, where :func:`score_chunk` computes the item-kNN and popular candidates and calls the shared
+:func:`recsys.blend_arrays.blend_arrays` (the function the API's on-demand path calls). Same rule and same
+lists as the join version (tested); the job falls back to it when the catalogue passes
+``blend.broadcast_max_products``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from jobs.common.chunks import cluster_by_key, whole_key_chunks
+from jobs.evaluate.baselines import COL_NEIGHBOR
+from recsys import blend as B
+from recsys import schema as S
+from recsys.blend_arrays import SOURCES, blend_arrays
+from recsys.config import BlendConfig
+
+COL_KIND = "kind"
+HISTORY, CF, CONTENT = 0, 1, 2
+_KIND_SOURCE = {CF: SOURCES.index("cf"), CONTENT: SOURCES.index("content")}
+_ITEMKNN = SOURCES.index("itemknn")
+_POPULAR = SOURCES.index("popular")
+# Rows (history plus candidates) per kernel call: a few hundred users.
+CHUNK_ROWS = 200_000
+
+
+@dataclass(frozen=True)
+class BlendCatalogue:
+    """The product side of the blend, one row per product id (sorted, so a smaller row is a smaller id).
+
+    ``listed``: in the catalogue and available; ``category``: category code, -1 when unknown. The item-kNN
+    lists are stored reversed, keyed by the neighbour (``knn_indptr`` CSR over rows): product ``i``'s slice
+    holds every ``j`` that has ``i`` among its nearest products, with ``cos(i, j)``, so a user's history row
+    ``i`` adds ``cos(i, j)`` to candidate ``j`` (the neighbourhood of the candidate, as
+    :func:`jobs.evaluate.baselines.itemknn_recommend`). ``popular``: the global head offered to every user.
+    """
+
+    ids: np.ndarray
+    listed: np.ndarray
+    category: np.ndarray
+    knn_indptr: np.ndarray
+    knn_cand: np.ndarray
+    knn_score: np.ndarray
+    popular_item: np.ndarray
+    popular_score: np.ndarray
+
+
+def blend_catalogue(products: pd.DataFrame, knn: pd.DataFrame, popular: pd.DataFrame) -> BlendCatalogue:
+    """Packs ``product_id, category, available``, ``product_id, neighbor_id, score`` (item-kNN) and the
+    popular head ``product_id, score`` (best first).
+
+    Example:
+        >>> cat = blend_catalogue(products.toPandas(), nbrs.toPandas(), head.toPandas())
+    """
+    ids = np.unique(
+        np.concatenate(
+            [
+                products[S.COL_ITEM].to_numpy(object),
+                knn[S.COL_ITEM].to_numpy(object),
+                knn[COL_NEIGHBOR].to_numpy(object),
+                popular[S.COL_ITEM].to_numpy(object),
+            ]
+        ).astype(object)
+    )
+    index = pd.Index(ids)
+    rows = index.get_indexer(products[S.COL_ITEM])
+    listed = np.zeros(len(ids), dtype=bool)
+    listed[rows] = products[S.COL_AVAILABLE].fillna(False).astype(bool).to_numpy()
+    category = np.full(len(ids), -1, dtype=np.int64)
+    category[rows] = pd.factorize(products[S.COL_CATEGORY].to_numpy(object))[0]
+    nbr = index.get_indexer(knn[COL_NEIGHBOR])
+    cand = index.get_indexer(knn[S.COL_ITEM])
+    order = np.lexsort((cand, nbr))
+    nbr, cand, score = nbr[order], cand[order], knn["score"].to_numpy(np.float64)[order]
+    indptr = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(nbr, minlength=len(ids)), out=indptr[1:])
+    return BlendCatalogue(
+        ids=ids,
+        listed=listed,
+        category=category,
+        knn_indptr=indptr,
+        knn_cand=cand.astype(np.int64),
+        knn_score=score,
+        popular_item=index.get_indexer(popular[S.COL_ITEM]).astype(np.int64),
+        popular_score=popular["score"].to_numpy(np.float64),
+    )
+
+
+def _group_starts(key: np.ndarray) -> np.ndarray:
+    """Start of each run of equal values in a sorted array."""
+    if not len(key):
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+
+
+def itemknn_candidates(
+    hist_user: np.ndarray, hist_item: np.ndarray, cat: BlendCatalogue, *, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per user, the ``k`` best ``sum over history i of cos(i, j)`` products ``j`` not in the history.
+
+    Ties break on the product id (the row). Returns ``(user, item, score)`` arrays.
+    """
+    known = hist_item >= 0
+    u, i = hist_user[known], hist_item[known]
+    starts, ends = cat.knn_indptr[i], cat.knn_indptr[i + 1]
+    counts = ends - starts
+    flat = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    pu = np.repeat(u, counts)
+    n = max(len(cat.ids), 1)
+    key = pu * n + cat.knn_cand[flat]
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    first = _group_starts(key)
+    if not len(first):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float64)
+    sums = np.add.reduceat(cat.knn_score[flat][order], first)
+    key = key[first]
+    fresh = ~np.isin(key, u * n + i)
+    key, sums = key[fresh], sums[fresh]
+    user, item = key // n, key % n
+    # key is sorted, so rows run by user then product id: a stable sort on the score within each user
+    # keeps equal scores in product id order.
+    order = np.lexsort((-sums, user))
+    user, item, sums = user[order], item[order], sums[order]
+    starts = _group_starts(user)
+    pos = np.arange(len(user)) - np.repeat(starts, np.diff(np.r_[starts, len(user)]))
+    keep = pos < k
+    return user[keep], item[keep], sums[keep]
+
+
+def score_chunk(rows: pd.DataFrame, cat: BlendCatalogue, *, cfg: BlendConfig, itemknn_k: int) -> pd.DataFrame:
+    """The blended lists of the whole users of ``rows`` (history rows and CF/content candidate rows).
+
+    Args:
+        rows: ``user_id, product_id, kind, score, purchased, viewed`` (:func:`blend_rows`).
+        cat: The broadcast product side.
+        cfg: The ``blend`` configuration.
+        itemknn_k: Item-kNN candidates per user (``blend.itemknn_top_n``).
+
+    Returns:
+        ``user_id, product_ids, scores, sources`` (:data:`jobs.blend.transforms.RECOMMENDATIONS_SCHEMA`), one
+        row per user of ``rows``; a user whose every candidate is filtered out gets empty lists.
+    """
+    user, users = pd.factorize(rows[S.COL_USER])
+    user = user.astype(np.int64)
+    n_users = len(users)
+    kind = rows[COL_KIND].to_numpy(np.int64)
+    pid = rows[S.COL_ITEM].to_numpy(object)
+    base = pd.Index(cat.ids)
+    code = base.get_indexer(pid).astype(np.int64)
+    # Candidate products outside the catalogue still count in their source's normalisation; they get codes
+    # after the catalogue's (unlisted, no category) and are dropped by the filter as in the join version.
+    unknown = (code < 0) & (kind != HISTORY)
+    extra = pd.unique(pid[unknown])
+    items, listed, category = cat.ids, cat.listed, cat.category
+    if len(extra):
+        code[unknown] = len(cat.ids) + pd.Index(extra).get_indexer(pid[unknown])
+        items = np.concatenate([cat.ids, np.asarray(extra, dtype=object)])
+        listed = np.concatenate([cat.listed, np.zeros(len(extra), dtype=bool)])
+        category = np.concatenate([cat.category, np.full(len(extra), -1, dtype=np.int64)])
+        hist_unknown = (code < 0) & (kind == HISTORY)
+        found = pd.Index(extra).get_indexer(pid[hist_unknown])
+        code[np.flatnonzero(hist_unknown)[found >= 0]] = len(cat.ids) + found[found >= 0]
+    hist = kind == HISTORY
+    hist_user, hist_item = user[hist], code[hist]
+    counts = np.bincount(hist_user, minlength=n_users).astype(np.float64)
+    cand = ~hist
+    knn_user, knn_item, knn_score = itemknn_candidates(
+        hist_user, np.where(hist_item < len(cat.ids), hist_item, -1), cat, k=itemknn_k
+    )
+    n_pop = len(cat.popular_item)
+    c_user = np.concatenate([user[cand], knn_user, np.repeat(np.arange(n_users), n_pop)])
+    c_item = np.concatenate([code[cand], knn_item, np.tile(cat.popular_item, n_users)])
+    c_source = np.concatenate(
+        [
+            np.where(kind[cand] == CF, _KIND_SOURCE[CF], _KIND_SOURCE[CONTENT]),
+            np.full(len(knn_user), _ITEMKNN),
+            np.full(n_users * n_pop, _POPULAR),
+        ]
+    )
+    c_score = np.concatenate(
+        [rows[B.COL_SCORE].to_numpy(np.float64)[cand], knn_score, np.tile(cat.popular_score, n_users)]
+    )
+    out = blend_arrays(
+        c_user,
+        c_item,
+        c_source,
+        c_score,
+        items=items,
+        listed=listed,
+        category=category,
+        counts=counts,
+        cfg=cfg,
+        hist_user=hist_user,
+        hist_item=hist_item,
+        purchased=rows[B.COL_PURCHASED].astype("boolean").fillna(False).to_numpy(bool)[hist],
+        viewed=rows[B.COL_VIEWED].astype("boolean").fillna(False).to_numpy(bool)[hist],
+    )
+    bounds = np.searchsorted(out.user, np.arange(n_users + 1))
+    ids = items[out.item]
+    scores = out.score.astype(np.float32)
+    sources = out.sources.astype(np.int32)
+    spans = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+    return pd.DataFrame(
+        {
+            S.COL_USER: np.asarray(users, dtype=object),
+            "product_ids": [ids[a:b].tolist() for a, b in spans],
+            "scores": [scores[a:b].tolist() for a, b in spans],
+            "sources": [sources[a:b].tolist() for a, b in spans],
+        }
+    )
+
+
+def blend_rows(history: DataFrame, cf: DataFrame | None, content: DataFrame | None) -> DataFrame:
+    """The kernel's input: history rows (``user_history``) and the CF and content candidate rows, tagged.
+
+    Example:
+        >>> blend_rows(user_history(events), cf_candidates, content_candidates)
+    """
+    null_score = F.lit(None).cast("double").alias(B.COL_SCORE)
+    null_flag = F.lit(None).cast("boolean")
+    out = history.select(
+        S.COL_USER,
+        S.COL_ITEM,
+        F.lit(HISTORY).cast("byte").alias(COL_KIND),
+        null_score,
+        F.col(B.COL_PURCHASED),
+        F.col(B.COL_VIEWED),
+    )
+    for frame, kind in ((cf, CF), (content, CONTENT)):
+        if frame is not None:
+            out = out.unionByName(
+                frame.select(
+                    S.COL_USER,
+                    S.COL_ITEM,
+                    F.lit(kind).cast("byte").alias(COL_KIND),
+                    F.col(B.COL_SCORE).cast("double").alias(B.COL_SCORE),
+                    null_flag.alias(B.COL_PURCHASED),
+                    null_flag.alias(B.COL_VIEWED),
+                )
+            )
+    return out
+
+
+def blend_users_broadcast(
+    rows: DataFrame,
+    cat: BlendCatalogue,
+    *,
+    cfg: BlendConfig,
+    itemknn_k: int,
+    partitions: int,
+    chunk_rows: int = CHUNK_ROWS,
+) -> DataFrame:
+    """:func:`score_chunk` over ``rows`` clustered by user, the catalogue broadcast once.
+
+    Returns:
+        ``user_id, product_ids, scores, sources``, one row per user of ``rows``.
+
+    Example:
+        >>> blend_users_broadcast(blend_rows(hist, cf, content), cat, cfg=cfg.blend, itemknn_k=100,
+        ...                       partitions=8)
+    """
+    from jobs.blend.transforms import RECOMMENDATIONS_SCHEMA
+
+    B.check_config(cfg)
+    bc = rows.sparkSession.sparkContext.broadcast(cat)
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        arrays = bc.value
+        for chunk in whole_key_chunks(batches, S.COL_USER, chunk_rows):
+            yield score_chunk(chunk, arrays, cfg=cfg, itemknn_k=itemknn_k)
+
+    return cluster_by_key(rows, S.COL_USER, partitions).mapInPandas(run, RECOMMENDATIONS_SCHEMA)

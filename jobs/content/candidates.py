@@ -66,7 +66,7 @@ def catalogue_arrays(entries: pd.DataFrame, neighbours: pd.DataFrame) -> Catalog
     Example:
         >>> cat = catalogue_arrays(vector_entries(feats).toPandas(), nbrs.toPandas())
     """
-    ids = np.asarray(np.unique(entries[S.COL_ITEM].to_numpy().astype(object)), dtype=object)
+    ids = np.sort(pd.unique(entries[S.COL_ITEM].to_numpy(object)).astype(object))
     index = pd.Index(ids)
     rows = index.get_indexer(entries[S.COL_ITEM])
     cols, col_codes = np.unique(entries["index"].to_numpy(), return_inverse=True)

@@ -14,7 +14,6 @@ from pyspark.sql import functions as F
 from jobs.als.transforms import active_users
 from jobs.blend import onepass
 from jobs.blend import transforms as tr
-from jobs.blend.cooccurrence import itemknn_neighbors_sparse
 from jobs.common import lake
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
@@ -205,17 +204,7 @@ def run_blend(
         counts["popular_rows"] = popular.count()
     with stages("itemknn"):
         pairs = events.groupBy(S.COL_USER, S.COL_ITEM).agg(F.max(S.COL_TS).alias("last_ts"))
-        if products.count() <= bcfg.broadcast_max_products:
-            nbrs = itemknn_neighbors_sparse(
-                pairs,
-                m=cfg.als.knn_neighbors,
-                max_items_per_user=cfg.als.knn_max_items_per_user,
-                partitions=cfg.spark.shuffle_partitions,
-            )
-        else:
-            nbrs = bl.itemknn_neighbors(
-                pairs, m=cfg.als.knn_neighbors, max_items_per_user=cfg.als.knn_max_items_per_user
-            )
+        nbrs = bl.itemknn_neighbors(pairs, m=cfg.als.knn_neighbors, max_items_per_user=cfg.als.knn_max_items_per_user)
         lake.overwrite_version(_tagged(nbrs, version), cfg.table_path(lake.ITEMKNN_NEIGHBORS))
         nbrs = lake.read_table(spark, cfg.table_path(lake.ITEMKNN_NEIGHBORS))
         counts["itemknn_neighbors"] = nbrs.count()

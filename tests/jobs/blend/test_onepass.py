@@ -9,11 +9,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from pyspark.sql import functions as F
 
 from jobs.blend import onepass
 from jobs.blend import transforms as tr
-from jobs.blend.cooccurrence import itemknn_neighbors_sparse
 from jobs.blend.main import blended_lists
 from jobs.evaluate import baselines as bl
 from recsys.config import BlendConfig, Config, EventsConfig, SparkConfig
@@ -128,18 +126,3 @@ def test_itemknn_candidates_sum_the_candidates_neighbourhoods():
     ]
     user, item, _ = onepass.itemknn_candidates(np.array([0]), np.array([1]), cat, k=1)
     assert cat.ids[item].tolist() == ["a"]
-
-
-@pytest.mark.parametrize("cap", [500, 3])
-def test_sparse_cooccurrence_neighbours_equal_the_self_join(spark, cap):
-    events, _, _, _ = lake(spark, seed=5)
-    pairs = events.groupBy("user_id", "product_id").agg(F.max("ts").alias("last_ts"))
-    cols = ["product_id", "neighbor_id", "score"]
-    want = bl.itemknn_neighbors(pairs, m=4, max_items_per_user=cap).select(*cols)
-    got = itemknn_neighbors_sparse(pairs, m=4, max_items_per_user=cap, partitions=3, chunk_rows=5)
-    want_pd = want.orderBy("product_id", F.desc("score"), "neighbor_id").toPandas()
-    got_pd = got.orderBy("product_id", F.desc("score"), "neighbor_id").toPandas()
-    assert len(want_pd) > 20
-    pd.testing.assert_frame_equal(want_pd, got_pd)
-    # the top 4 of each product, ties included by neighbour id: same rows, not only the same scores
-    assert got_pd.groupby("product_id").size().max() == 4

@@ -192,7 +192,9 @@ class Recommender:
         if bundle is not None and x is not None:
             rows, scores = top_items(bundle, x, self.cfg.blend.top_n)
             ids = [str(bundle.item_ids[r]) for r in rows]
-            return Scored(_ranked(ids, scores, [SOURCE_BITS["cf"]] * len(ids)), bundle.model_version, "batch_vector")
+            return Scored(
+                _ranked(ids, scores, [SOURCE_BITS["cf"]] * len(ids)), bundle.model_version, "batch_vector"
+            )
         version = bundle.model_version if bundle else None
         in_category = self.store.last_popular(category) if category else None
         if in_category is not None:
@@ -240,7 +242,9 @@ class Recommender:
             if found is None:
                 continue
             # Per product, a content row then an itemknn row, as the batch's candidate union orders them.
-            for pid, score, bits in zip(found.product_ids, found.scores.tolist(), found.sources.tolist(), strict=True):
+            for pid, score, bits in zip(
+                found.product_ids, found.scores.tolist(), found.sources.tolist(), strict=True
+            ):
                 for bit, code in _NEIGHBOUR_SOURCES:
                     if bits & bit:
                         cands.item.append(codes.setdefault(pid, len(codes)))

@@ -189,7 +189,9 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
         subset = (
             users
             if args.all_users
-            else users.join(tr.active_users(events, as_of=as_of, window_days=acfg.active_window_days), S.COL_USER)
+            else users.join(
+                tr.active_users(events, as_of=as_of, window_days=acfg.active_window_days), S.COL_USER
+            )
         )
         scoring = write_candidates(
             spark, cfg, model, train, subset, items, item_f, n_items=counts["items"], model_version=version

@@ -83,7 +83,9 @@ def new_index_rows(ids: DataFrame, existing: DataFrame, *, col_id: str, col_idx:
     offset = existing.agg(F.coalesce(F.max(col_idx) + 1, F.lit(0)).alias("_offset"))
     fresh = ids.select(col_id).distinct().join(existing.select(col_id), col_id, "left_anti")
     numbered = fresh.withColumn("_n", F.row_number().over(Window.orderBy(col_id)) - 1)
-    return numbered.crossJoin(offset).select(col_id, (F.col("_offset") + F.col("_n")).cast("int").alias(col_idx))
+    return numbered.crossJoin(offset).select(
+        col_id, (F.col("_offset") + F.col("_n")).cast("int").alias(col_idx)
+    )
 
 
 def indexed_ratings(
@@ -99,7 +101,11 @@ def indexed_ratings(
     Example:
         >>> train = indexed_ratings(ratings, user_index, item_index)
     """
-    return ratings.join(user_index, col_user).join(item_index, col_item).select(COL_USER_IDX, COL_ITEM_IDX, COL_RATING)
+    return (
+        ratings.join(user_index, col_user)
+        .join(item_index, col_item)
+        .select(COL_USER_IDX, COL_ITEM_IDX, COL_RATING)
+    )
 
 
 def active_users(
@@ -121,7 +127,9 @@ def active_users(
     return events.where(F.col(col_ts) >= F.lit(since)).select(col_user).distinct()
 
 
-def factors_table(factors: DataFrame, index: DataFrame, *, col_id: str, col_idx: str, model_version: str) -> DataFrame:
+def factors_table(
+    factors: DataFrame, index: DataFrame, *, col_id: str, col_idx: str, model_version: str
+) -> DataFrame:
     """ALS factors (``id, features``) joined back to the external ids and tagged with the model version.
 
     Example:
@@ -131,7 +139,9 @@ def factors_table(factors: DataFrame, index: DataFrame, *, col_id: str, col_idx:
     return (
         factors.withColumnRenamed("id", col_idx)
         .join(index, col_idx)
-        .select(col_id, col_idx, F.col("features").alias("factors"), F.lit(model_version).alias("model_version"))
+        .select(
+            col_id, col_idx, F.col("features").alias("factors"), F.lit(model_version).alias("model_version")
+        )
     )
 
 

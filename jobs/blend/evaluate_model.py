@@ -92,7 +92,9 @@ def _catalogue(train: DataFrame, products: DataFrame | None) -> DataFrame:
     )
 
 
-def hybrid_recommend(train: DataFrame, products: DataFrame | None, ctx: ModelContext, cfg: BlendConfig) -> DataFrame:
+def hybrid_recommend(
+    train: DataFrame, products: DataFrame | None, ctx: ModelContext, cfg: BlendConfig
+) -> DataFrame:
     """Top ``ctx.k`` of the blend per test user as ``user_id, product_id, score`` (score falls with rank).
 
     The score returned is ``k + 1 - rank``: the diversified order is not the order of the blended scores,

@@ -1,4 +1,5 @@
-"""``./spark-submit.sh blend``: popular lists, item-kNN neighbours, the hybrid blend per user, similar items."""
+"""``./spark-submit.sh blend``: popular lists, item-kNN neighbours, the hybrid blend per user, similar items.
+"""
 
 from __future__ import annotations
 
@@ -204,7 +205,9 @@ def run_blend(
         counts["popular_rows"] = popular.count()
     with stages("itemknn"):
         pairs = events.groupBy(S.COL_USER, S.COL_ITEM).agg(F.max(S.COL_TS).alias("last_ts"))
-        nbrs = bl.itemknn_neighbors(pairs, m=cfg.als.knn_neighbors, max_items_per_user=cfg.als.knn_max_items_per_user)
+        nbrs = bl.itemknn_neighbors(
+            pairs, m=cfg.als.knn_neighbors, max_items_per_user=cfg.als.knn_max_items_per_user
+        )
         lake.overwrite_version(_tagged(nbrs, version), cfg.table_path(lake.ITEMKNN_NEIGHBORS))
         nbrs = lake.read_table(spark, cfg.table_path(lake.ITEMKNN_NEIGHBORS))
         counts["itemknn_neighbors"] = nbrs.count()

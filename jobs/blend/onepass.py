@@ -2,12 +2,12 @@
 
 The join version (:func:`jobs.blend.transforms.blend_users` after ``popular_candidates``,
 ``itemknn_recommend`` and ``enrich``) builds every (user, candidate) row in Spark: the item-kNN scores alone
-are a join of each user's history with the neighbour lists (56M rows at 1M events) and a window, then the
-candidate union is joined three more times. At 1M events that took minutes and ran out of execution memory
-on a 3 GB driver. Everything it joins on the product side is small next to the users: the catalogue
-(category, availability), the item-kNN neighbour lists and the popular head. So here those are packed into
-numpy arrays (:class:`BlendCatalogue`), broadcast once, and each user's history rows and CF and content
-candidates travel together through one shuffle (:func:`jobs.common.chunks.cluster_by_key`) into
+are a join of each user's history with the neighbour lists (one row per history product and neighbour) and a
+window, then the candidate union is joined three more times. At 1M events that took minutes and ran out of
+execution memory on a 3 GB driver. Everything it joins on the product side is small next to the users: the
+catalogue (category, availability), the item-kNN neighbour lists and the popular head. So here those are
+packed into numpy arrays (:class:`BlendCatalogue`), broadcast once, and each user's history rows and CF and
+content candidates travel together through one shuffle (:func:`jobs.common.chunks.cluster_by_key`) into
 ``mapInPandas``, where :func:`score_chunk` computes the item-kNN and popular candidates and calls the shared
 :func:`recsys.blend_arrays.blend_arrays` (the function the API's on-demand path calls). Same rule and same
 lists as the join version (tested); the job falls back to it when the catalogue passes
@@ -24,6 +24,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs.blend.transforms import RECOMMENDATIONS_SCHEMA
 from jobs.common.chunks import cluster_by_key, whole_key_chunks
 from jobs.evaluate.baselines import COL_NEIGHBOR
 from recsys import blend as B
@@ -281,8 +282,6 @@ def blend_users_broadcast(
         >>> blend_users_broadcast(blend_rows(hist, cf, content), cat, cfg=cfg.blend, itemknn_k=100,
         ...                       partitions=8)
     """
-    from jobs.blend.transforms import RECOMMENDATIONS_SCHEMA
-
     B.check_config(cfg)
     bc = rows.sparkSession.sparkContext.broadcast(cat)
 

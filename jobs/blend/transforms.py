@@ -200,7 +200,9 @@ def blend_pandas(rows: pd.DataFrame, cfg: BlendConfig) -> pd.DataFrame:
     hist = rows.loc[rows[B.COL_PURCHASED] | rows[B.COL_VIEWED], list(B.HISTORY_COLUMNS)]
     prods = rows.loc[rows[S.COL_CATEGORY].notna(), list(B.PRODUCT_COLUMNS)].drop_duplicates(S.COL_ITEM)
     counts = rows.drop_duplicates(S.COL_USER).set_index(S.COL_USER)[COL_N_INTERACTIONS]
-    out = B.blend(rows[list(B.CANDIDATE_COLUMNS)], history=hist, products=prods, n_interactions=counts, cfg=cfg)
+    out = B.blend(
+        rows[list(B.CANDIDATE_COLUMNS)], history=hist, products=prods, n_interactions=counts, cfg=cfg
+    )
     grouped = out.groupby(S.COL_USER, sort=False)
     lists = pd.DataFrame(
         {

@@ -1,13 +1,13 @@
 """Content candidates per user in numpy, with the catalogue side broadcast: the fast path of the content job.
 
 :func:`jobs.content.transforms.content_candidates` states the rule in Spark joins; its cost grows with
-``pairs x non-zeros`` rows (a user's 500-odd pool products, each joined with its ~15 vector entries and the
-user's profile entries), which took 150 s for 25k users on 2 cores. The catalogue side of the rule (the
-product vectors and the neighbour lists) is small next to the users, so here it is packed into numpy arrays
-(:class:`CatalogueArrays`, ~0.5 kB per product at 50 neighbours), broadcast once, and every user's rule runs
-vectorised inside ``mapInPandas`` on user-clustered partitions: one shuffle of the (user, product) confidence
-rows and no per-pair rows at all. Same rule, same order, same output (tested against the join version).
-The job falls back to the join version when the catalogue passes ``content.broadcast_max_products``.
+``pairs x non-zeros`` rows (each pool product of a user joined with its vector entries and the user's profile
+entries), which took 150 s for 25,887 users at 1M events (``bench/pipeline.py``). The catalogue side of the
+rule (the product vectors and the neighbour lists) is small next to the users, so here it is packed into numpy
+arrays (:class:`CatalogueArrays`, ~0.5 kB per product at 50 neighbours), broadcast once, and every user's rule
+runs vectorised inside ``mapInPandas`` on user-clustered partitions: one shuffle of the (user, product)
+confidence rows and no per-pair rows at all. Same rule, same order, same output (tested against the join
+version). The job falls back to the join version when the catalogue passes ``content.broadcast_max_products``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from scipy import sparse
 
@@ -240,4 +239,4 @@ def content_candidates_broadcast(
             yield score_users(chunk, arrays, top_n=top_n, recent_items=recent_items, exclude_all_seen=exclude_all_seen)
 
     clustered = cluster_by_key(confidence.select(*CONFIDENCE_COLUMNS), S.COL_USER, partitions)
-    return clustered.mapInPandas(run, CANDIDATES_SCHEMA).withColumn("rank", F.col("rank").cast("int"))
+    return clustered.mapInPandas(run, CANDIDATES_SCHEMA)

@@ -51,7 +51,9 @@ def test_popularity_scores_decay_and_one_vote_per_user(spark) -> None:
 
 
 def test_popular_lists_global_and_per_category(spark) -> None:
-    scores = spark.createDataFrame([("a", 3.0), ("b", 2.0), ("c", 5.0), ("d", 9.0)], "product_id string, score double")
+    scores = spark.createDataFrame(
+        [("a", 3.0), ("b", 2.0), ("c", 5.0), ("d", 9.0)], "product_id string, score double"
+    )
     products = spark.createDataFrame(
         [("a", "x", True), ("b", "x", True), ("c", "y", True), ("d", "y", False)], PRODUCTS
     )
@@ -99,7 +101,9 @@ def test_batch_blend_equals_shared_function(spark) -> None:
     cfg = dataclasses.replace(BlendConfig(), max_per_category=1, page_size=2, top_n=3, drop_viewed=True)
     want = blend(cands, history=hist, products=prods, n_interactions=counts, cfg=cfg)
 
-    history = spark.createDataFrame(hist, "user_id string, product_id string, purchased boolean, viewed boolean")
+    history = spark.createDataFrame(
+        hist, "user_id string, product_id string, purchased boolean, viewed boolean"
+    )
     enriched = tr.enrich(
         spark.createDataFrame(cands, "user_id string, product_id string, source string, score double"),
         history,

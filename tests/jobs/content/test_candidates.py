@@ -123,7 +123,8 @@ def test_whole_key_chunks_never_split_a_key():
 
 def test_equal_times_pick_the_smaller_product_id_as_the_recent_seed(spark):
     # b1 and a1 at the same moment, recent_items 1: a1 is the recent seed, so only a1's neighbours carry
-    # the recent similarity (a2, a kitchen-less clothes product, ranks on top).
+    # the recent similarity, and a1's nearest products (c1, the same title in another category, or a2, the
+    # same brand's shirt) rank on top.
     t = datetime(2026, 1, 30)
     evs = [("x", "b1", "view", 1, t), ("x", "a1", "view", 1, t)]
     want, got = both_paths(spark, PRODUCTS, evs, k=7, top_n=5, recent_items=1)

@@ -291,12 +291,19 @@ def cpu_total_ms(r: dict[str, float]) -> float:
 
 
 def cache_counts(base: str) -> dict[str, float]:
+    """The API's cache counters: ``hit``/``miss`` (Redis lists) and ``near_*`` (the workers' page caches)."""
     with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
         text = r.read().decode()
     out = {}
-    for result in ("hit", "miss"):
-        marker = f'recsys_cache_requests_total{{result="{result}"}} '
-        out[result] = float(text.split(marker)[1].split()[0]) if marker in text else 0.0
+    for name, metric, label in [
+        ("hit", "recsys_cache_requests_total", 'result="hit"'),
+        ("miss", "recsys_cache_requests_total", 'result="miss"'),
+        ("near_hit", "recsys_near_cache_total", 'event="hit"'),
+        ("near_miss", "recsys_near_cache_total", 'event="miss"'),
+        ("near_stale", "recsys_near_cache_total", 'event="stale"'),
+    ]:
+        marker = f"{metric}{{{label}}} "
+        out[name] = float(text.split(marker)[1].split()[0]) if marker in text else 0.0
     return out
 
 
@@ -315,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=500, help="target rate of the fixed-rate hit runs")
     parser.add_argument("--miss-rate", type=int, default=40, help="target rate of the miss run")
     parser.add_argument("--pairs", type=int, default=1, help="trivial/hit saturation pairs to run")
+    parser.add_argument(
+        "--page-cache-size",
+        type=int,
+        default=None,
+        help="serving.page_cache_size for the API (default: the config's; 0 measures hits read from Redis)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None or shutil.which("redis-server") is None:
         print("bench/serve.py needs wrk and redis-server: run `make setup`", file=sys.stderr)
@@ -342,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             "RECSYS__REDIS__TTL_SECONDS": "3600",
             "PYTHONPATH": str(ROOT),
         }
+        if args.page_cache_size is not None:
+            env["RECSYS__SERVING__PAGE_CACHE_SIZE"] = str(args.page_cache_size)
         api_port, base_port = free_port(), free_port()
         procs.append(
             gunicorn(
@@ -375,10 +390,12 @@ def main(argv: list[str] | None = None) -> int:
         wrk(baseline, "/ping", n=1, duration=2, connections=8, tmp=tmp)
         redis_pid, api_pid, base_pid = (p.pid for p in procs)
         pairs = []
+        near_before = cache_counts(api)
         for _ in range(args.pairs):
             trivial = saturate(baseline, "/ping", n=1, duration=d, server=base_pid, redis_pid=redis_pid, tmp=tmp)
             hit = saturate(api, hit_path, n=HIT_USERS, duration=d, server=api_pid, redis_pid=redis_pid, tmp=tmp)
             pairs.append((trivial, hit))
+        near_after = cache_counts(api)
         rows = {
             "trivial /ping, saturation": pairs[0][0],
             "cache hit, saturation": pairs[0][1],
@@ -423,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
                 f" hit/trivial {hit['rps'] / trivial['rps']:.2f} (throughput),"
                 f" {cpu_total_ms(trivial) / cpu_total_ms(hit):.2f} (CPU)"
             )
+        near = {k: near_after[k] - near_before[k] for k in near_after}
+        print(
+            f"\ncache hits at saturation: {near['hit']:.0f}, of which {near['near_hit']:.0f} answered from the"
+            f" workers' page caches ({near['near_miss']:.0f} page-cache misses, {near['near_stale']:.0f} stale;"
+            f" serving.page_cache_size {env.get('RECSYS__SERVING__PAGE_CACHE_SIZE', 'from the config')})"
+        )
         ratios = sorted(hit["rps"] / trivial["rps"] for trivial, hit in pairs)
         print(f"\nhit/trivial throughput ratio at saturation: {ratios[len(ratios) // 2]:.2f} (target >= 0.8)")
         print(

@@ -86,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.profile:
                 prof = cProfile.Profile(time.process_time)
                 prof.runcall(lambda: [hit(i) for i in range(args.requests)])
-                pstats.Stats(prof).sort_stats("tottime").print_stats(35)
+                stats = pstats.Stats(prof).sort_stats(os.environ.get("PROFILE_SORT", "tottime"))
+                stats.print_stats(35)
+                if os.environ.get("PROFILE_CALLEES"):
+                    stats.print_callees(os.environ["PROFILE_CALLEES"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -162,6 +162,8 @@ class ServingConfig:
     stream_batch: int = 5000
     product_cache_s: float = 30.0
     product_cache_size: int = 200_000
+    page_cache_size: int = 20_000
+    page_cache_s: float = 60.0
     blas_threads: int = 1
 
 

@@ -37,7 +37,9 @@ def cluster_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "", parts.query, parts.fragment))
 
 
-def open_client(url: str, *, cluster: bool, socket_timeout_s: float, health_check_interval: int = 0) -> Any:
+def open_client(
+    url: str, *, cluster: bool, socket_timeout_s: float, health_check_interval: int = 0, protocol: int | None = None
+) -> Any:
     """A lazily connecting client for ``url``: ``RedisCluster`` when ``cluster``, else ``Redis``.
 
     Args:
@@ -46,6 +48,7 @@ def open_client(url: str, *, cluster: bool, socket_timeout_s: float, health_chec
         cluster: Use the cluster client.
         socket_timeout_s: Socket and connect timeout of every call.
         health_check_interval: Seconds after which an idle connection is PINGed before use (0: never).
+        protocol: RESP version (2 or 3); ``None`` for redis-py's default.
 
     Returns:
         A redis-py client (both types share the command methods, ``pipeline`` and ``register_script``).
@@ -58,6 +61,8 @@ def open_client(url: str, *, cluster: bool, socket_timeout_s: float, health_chec
     }
     if health_check_interval:
         opts["health_check_interval"] = health_check_interval
+    if protocol is not None:
+        opts["protocol"] = protocol
     if cluster:
         from redis.cluster import RedisCluster
 

@@ -50,6 +50,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.near_cache = Counter(
+            "recsys_near_cache_total",
+            "Worker near-cache lookups (hit, miss, stale) and resets (every page dropped)",
+            ["event"],
+            registry=r,
+        )
         self.ondemand_seconds = Histogram(
             "recsys_ondemand_scoring_seconds",
             "Time to compute a user's list on a cache miss",

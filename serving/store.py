@@ -22,6 +22,7 @@ import redis
 from recsys import keys, redis_client
 from recsys.config import RedisConfig, ServingConfig
 from recsys.encoding import EncodingError, RankedList, decode_list, encode_list
+from serving.nearcache import NearCache, PageId
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,8 @@ class RedisStore:
         on_timing: Called with the operation name and its seconds after each Redis call (the metrics hook).
         cluster: The client is a ``RedisCluster``: events are written command by command (see
             :meth:`append_events`) because the one-script write spans several hash slots.
+        near: The worker's cache of rendered pages (:mod:`serving.nearcache`); the cache hit's script then
+            runs on its tracked connection. ``None`` (and always on a cluster): every hit reads Redis.
     """
 
     def __init__(
@@ -184,9 +187,11 @@ class RedisStore:
         on_timing: Callable[[str, float], None] | None = None,
         *,
         cluster: bool = False,
+        near: NearCache | None = None,
     ) -> None:
         self.client = client
         self.cluster = cluster
+        self.near = None if cluster else near
         self._on_timing = on_timing or (lambda op, s: None)
         self.serving = serving
         self.ttl_seconds = ttl_seconds
@@ -249,6 +254,8 @@ class RedisStore:
             window = range(start, min(stop, len(ranked.product_ids)))
             found = self.products([ranked.product_ids[i] for i in window])
             return ranked, dict(zip(window, found, strict=True)), version
+        if self.near is not None:
+            return self._tracked_page(key, start, stop)
         with self._call("get_recs"):
             reply = self._page_script(keys=[key], args=[start, stop, keys.PREFIX_PRODUCT, *PRODUCT_FIELDS])
         ranked = _decode(reply[0], key) if reply else None
@@ -256,6 +263,46 @@ class RedisStore:
         if ranked is not None and len(reply) - 1 == max(0, min(stop, len(ranked.product_ids)) - start):
             details = {start + j: _product(values) for j, values in enumerate(reply[1:])}
         return ranked, details, self._loaded_version()
+
+    def _tracked_page(
+        self, key: str, start: int, stop: int
+    ) -> tuple[RankedList | None, dict[int, dict[str, Any] | None], str | None]:
+        """:meth:`cached_page` on the near cache's tracked connection, so Redis reports later changes of the list
+        and of the page's product hashes. Two round trips: Redis (7.0) tracks the keys a script declares, not
+        those it reads inside, so the details are read by a script given the product keys once the list is
+        known. One connection per worker, hence the lock."""
+        assert self.near is not None
+        with self._call("get_recs"), self.near.lock:
+            tracked = self.near.tracked()
+            ranked = _decode(tracked.get(key), key)
+            window = range(start, min(stop, len(ranked.product_ids))) if ranked is not None else range(0)
+            rows = (
+                self._products_script(
+                    keys=[keys.product_key(ranked.product_ids[i]) for i in window],  # type: ignore[union-attr]
+                    args=list(PRODUCT_FIELDS),
+                    client=tracked,
+                )
+                if window
+                else []
+            )
+        details = {i: _product(values) for i, values in zip(window, rows, strict=True)}
+        return ranked, details, self._loaded_version()
+
+    def near_page(self, user_id: str, page: PageId) -> tuple[bytes | None, int]:
+        """The page's rendered answer from the worker's near cache (``None`` if absent or stale) and the token to
+        pass to :meth:`keep_page` once the page has been read from Redis and rendered. ``user_id`` must have
+        been checked already (``serving.params.path_id``).
+
+        Raises :class:`StoreUnavailable` only when ``model:current`` is due to be re-read and Redis fails.
+        """
+        if self.near is None:
+            return None, 0
+        return self.near.lookup(keys.PREFIX_USER_RECS + user_id, page, self._loaded_version())
+
+    def keep_page(self, user_id: str, page: PageId, version: str | None, body: bytes, token: int) -> None:
+        """Keeps a page rendered from :meth:`cached_page`'s answer in the near cache (if nothing changed since)."""
+        if self.near is not None:
+            self.near.put(keys.user_recs_key(user_id), page, version, body, token)
 
     def _loaded_version(self) -> str | None:
         # model:current changes once per load: re-read it at most every serving.model_check_s seconds.

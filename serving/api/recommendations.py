@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from serving.api.listing import DEGRADED_HEADER, DEGRADED_VALUE, page_of
@@ -17,15 +17,28 @@ from serving.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 bp = Blueprint("recommendations", __name__)
+_HIT_HEADERS = {"X-Cache": "hit"}
+_MISS_HEADERS = {"X-Cache": "miss"}
 
 
 @bp.get("/v1/users/<user_id>/recommendations")
 def recommendations(user_id: str) -> ResponseReturnValue:
     s = services()
-    check_known(request.args, ("page", "page_size", "category"))
+    args = request.args
+    check_known(args, ("page", "page_size", "category"))
     user_id = path_id("user_id", user_id)
-    page = page_params(request.args, default_size=s.cfg.blend.page_size, max_size=s.cfg.serving.max_page_size)
-    category = category_param(request.args)
+    page = page_params(args, default_size=s.cfg.blend.page_size, max_size=s.cfg.serving.max_page_size)
+    category = category_param(args)
+    page_id = (page.page, page.page_size)
+    token = 0
+    if category is None:
+        try:
+            rendered, token = s.store.near_page(user_id, page_id)
+        except StoreUnavailable:
+            rendered = None
+        if rendered is not None:  # this worker rendered the page and Redis has not changed its keys since
+            s.metrics.child(s.metrics.cache_requests, "hit").inc()
+            return current_app.response_class(rendered, content_type="application/json"), 200, _HIT_HEADERS
     scored, hit, degraded, details = _lookup(user_id, category, page)
     body, degraded = page_of(
         scored.ranked,
@@ -42,11 +55,13 @@ def recommendations(user_id: str) -> ResponseReturnValue:
         "cached": hit,
         "cold_start": scored.kind in ("cold_start", "fallback"),
     }
-    headers = {"X-Cache": "hit" if hit else "miss"}
+    response = jsonify(body)
     if degraded:
-        headers[DEGRADED_HEADER] = DEGRADED_VALUE
         s.metrics.child(s.metrics.degraded, "recommendations").inc()
-    return jsonify(body), 200, headers
+        return response, 200, {"X-Cache": "hit" if hit else "miss", DEGRADED_HEADER: DEGRADED_VALUE}
+    if hit and category is None:
+        s.store.keep_page(user_id, page_id, scored.model_version, response.get_data(), token)
+    return response, 200, _HIT_HEADERS if hit else _MISS_HEADERS
 
 
 def _lookup(user_id: str, category: str | None, page: Page) -> tuple[Scored, bool, bool, dict[int, Any]]:

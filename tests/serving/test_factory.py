@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -31,3 +32,20 @@ def test_app_imports_without_spark_and_starts_without_redis() -> None:
         check=True,
     )
     assert out.stdout.split() == ["200", "redis-unavailable", "False"]
+
+
+def test_request_ids_and_served_by_are_drawn_again_in_a_forked_worker() -> None:
+    from serving import _Process
+
+    process = _Process("host-a")
+    parent = process.current().request_id()
+    assert process.current().served_by == f"host-a:{os.getpid()}"
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: what a gunicorn worker does on its first request
+        os.write(write_end, f"{process.current().request_id()} {process.current().served_by}".encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child_id, child_served_by = os.read(read_end, 200).decode().split()
+    assert child_served_by == f"host-a:{pid}"
+    assert len(child_id) == 32 and child_id[:16] != parent[:16]

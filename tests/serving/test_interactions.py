@@ -173,4 +173,7 @@ def test_no_configured_key_disables_writes(trained_lake, redis_server, redis_cli
 def test_request_id_is_echoed_and_generated(client) -> None:
     assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
     generated = client.get("/healthz", headers={"X-Request-ID": "bad id{}"}).headers["X-Request-ID"]
-    assert len(generated) == 32 and generated.isalnum()
+    assert len(generated) == 32 and int(generated, 16) >= 0
+    after = client.get("/healthz").headers["X-Request-ID"]
+    assert after != generated and after[:16] == generated[:16]  # same worker: same prefix, next count
+    assert int(after[16:], 16) == int(generated[16:], 16) + 1

@@ -46,3 +46,27 @@ def test_blas_threads_zero_leaves_the_library_alone(tmp_path: Path) -> None:
 def test_negative_blas_threads_is_an_error_naming_the_key(tmp_path: Path) -> None:
     out = _probe(tmp_path, RECSYS__SERVING__BLAS_THREADS="-1")
     assert out.returncode != 0 and "serving.blas_threads must be >= 0" in out.stderr
+
+
+def test_workers_freeze_their_startup_heap_after_loading_the_app(tmp_path: Path) -> None:
+    probe = (
+        "import gc, json; import serving.gunicorn_conf as c; from serving import create_app; "
+        "app = create_app('conf/local.yaml'); before = gc.get_freeze_count(); c.post_worker_init(None); "
+        "print(json.dumps([before, gc.get_freeze_count(), len(gc.get_objects())]))"
+    )
+    (tmp_path / "prom").mkdir()
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=PROJECT_ROOT,
+        env={
+            **os.environ,
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+            "RECSYS__REDIS__URL": "redis://127.0.0.1:1/0",
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    before, frozen, tracked = json.loads(out.stdout.splitlines()[-1])
+    # Everything alive after the app loaded leaves the generations a full collection walks.
+    assert before == 0 and frozen > 10_000 and tracked < frozen / 10

@@ -38,7 +38,7 @@ def recommendations(user_id: str) -> ResponseReturnValue:
             rendered = None
         if rendered is not None:  # this worker rendered the page and Redis has not changed its keys since
             s.metrics.child(s.metrics.cache_requests, "hit").inc()
-            return current_app.response_class(rendered, content_type="application/json"), 200, _HIT_HEADERS
+            return current_app.response_class(rendered, headers=_HIT_HEADERS, content_type="application/json")
     scored, hit, degraded, details = _lookup(user_id, category, page)
     body, degraded = page_of(
         scored.ranked,

@@ -1,19 +1,28 @@
 """Bulk-load throughput of ``recommendations:user:{id}`` keys against ``redis-benchmark`` SET.
 
 Starts its own redis-server on a free loopback port (no persistence) and stops it at the end. For each user
-count it writes a synthetic ``recommendations`` table (100 products per user from a 20k catalogue) to
-Parquet, then times the load job's executor-side writer (``jobs.load.main.write_kind``: the Spark job that
-reads the table, encodes each Arrow batch and sends pipelined ``SET ... EX`` from ``local[2]``), reads
-Redis' memory per user, and runs against the same server, with the same value size and pipeline depth:
+count it writes a synthetic ``recommendations`` Delta table (100 products per user from a 20k catalogue),
+then times, on that table, the load job's two paths from ``local[2]``:
+
+- the Spark path, ``jobs.load.main.write_kind``: the Spark job that reads the table, joins the ids in the JVM
+  (``wire_lists``), and encodes each Arrow batch and sends pipelined ``SET ... EX`` in ``mapInArrow``;
+- the direct path, ``jobs.load.direct``: ``plain_files`` (the snapshot's files, the table checked for deletion
+  vectors) and ``write_user_lists`` (each task reads its files with pyarrow and runs the same writer).
+
+It reads Redis' memory per user after the Spark path, and runs against the same server, with the same value
+size and pipeline depth:
 
 - ``redis-benchmark -t set -d <mean value bytes> -P <pipeline_size> -n <users>`` (the issue's reference; it
   overwrites one key, ``key:__rand_int__``, n times), and
 - ``redis-benchmark -P <pipeline_size> -n <users> -r <users> SET key:__rand_int__ <value> EX <ttl>`` (new
   keys with a TTL, as the load writes).
 
-The writer runs twice on the same table: the first (cold) run includes starting the Python workers and
-importing pyarrow and redis in them, a one-off cost of every Spark job; the second (warm) run is the
-throughput figure. Both are printed, with the load average next to each row.
+Each path runs twice on the same table: the first (cold) run of the Spark path includes starting the Python
+workers and importing pyarrow and redis in them, a one-off cost of every Spark job (the direct path runs
+after it, in the same workers); the second (warm) run is the throughput figure. Both are printed, with the
+table's file count and the load average next to each row. "Writer alone" is ``write_rows`` over the same
+rows as in-memory Arrow batches (read and shaped by the direct path's reader before the clock starts) in
+this process, one connection.
 
     .venv/bin/python bench/load.py [--users 100000,1000000] [--list-size 100]
 """
@@ -33,10 +42,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import pyarrow as pa  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
+from jobs.common import lake  # noqa: E402
 from jobs.common.spark import build_spark  # noqa: E402
+from jobs.load import direct  # noqa: E402
 from jobs.load import transforms as tr  # noqa: E402
 from jobs.load.main import write_kind  # noqa: E402
 from jobs.load.writer import Target, write_rows  # noqa: E402
@@ -48,7 +58,7 @@ TTL = 3600
 
 
 def synthetic_recs(spark, users: int, list_size: int, path: str) -> None:
-    """``user_id, product_ids, scores, sources, scored_at`` for ``users`` users, written as Parquet."""
+    """``user_id, product_ids, scores, sources, scored_at`` for ``users`` users, as a Delta table (overwritten)."""
     pos = F.sequence(F.lit(0), F.lit(list_size - 1))
     ids = F.transform(
         pos, lambda i: F.format_string("P%06d", F.pmod(F.xxhash64(F.col("id"), i), F.lit(CATALOGUE)))
@@ -64,8 +74,9 @@ def synthetic_recs(spark, users: int, list_size: int, path: str) -> None:
             sources.alias("sources"),
             F.current_timestamp().alias("scored_at"),
         )
-        .write.mode("overwrite")
-        .parquet(path)
+        .write.format("delta")
+        .mode("overwrite")
+        .save(path)
     )
 
 
@@ -80,28 +91,13 @@ def redis_benchmark(port: int, args: list[str]) -> float:
     return float(found[-1])
 
 
-def writer_only(path: str, client, target: Target, n: int, arrow_batch: int) -> float:
+def writer_only(files: list[str], client, target: Target, n: int, arrow_batch: int) -> float:
     """Seconds of the executors' writer (``write_rows``) alone over the table's Arrow batches, in this process.
 
-    The batches are read by pyarrow and shaped as ``wire_lists`` ships them before the clock starts, so this
-    is the writer's own cost (encode, RESP, send, replies) on one core, without Spark.
+    The batches are read by pyarrow and shaped as ``wire_lists`` ships them (``direct.file_batches``) before
+    the clock starts, so this is the writer's own cost (encode, RESP, send, replies) on one core, without Spark.
     """
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-
-    table = ds.dataset(path, format="parquet").to_table()
-    ids = table["product_ids"].cast(pa.list_(pa.string()))
-    micros = table["scored_at"].cast(pa.timestamp("us")).cast(pa.int64())
-    wire = pa.table(
-        {
-            "id": table["user_id"],
-            "product_ids_joined": pc.binary_join(ids, "\x00"),
-            "scores": table["scores"],
-            "sources": table["sources"],
-            "created_at": pc.divide(micros.cast(pa.float64()), 1e6),
-        }
-    )
-    batches = wire.combine_chunks().to_batches(max_chunksize=arrow_batch)
+    batches = [b for f in files for b in direct.file_batches(f, batch_size=arrow_batch)]
     client.flushall()
     t0 = time.perf_counter()
     stats = write_rows(batches, kind="user", ttl=TTL, target=target)
@@ -111,12 +107,26 @@ def writer_only(path: str, client, target: Target, n: int, arrow_batch: int) -> 
 
 
 def timed_load(df, client, target: Target, n: int) -> tuple[float, dict]:
+    """Seconds and counts of the Spark path (``write_kind``) over ``df``."""
     client.flushall()
     t0 = time.perf_counter()
     stats = write_kind(df, kind="user", ttl=TTL, target=target)
     took = time.perf_counter() - t0
     assert int(stats["keys"]) == n == client.dbsize(), (stats["keys"], n, client.dbsize())
     return took, stats
+
+
+def timed_direct(spark, path: str, client, target: Target, n: int) -> tuple[float, list[str]]:
+    """Seconds of the direct path: listing and checking the snapshot's files, then ``write_user_lists``."""
+    client.flushall()
+    t0 = time.perf_counter()
+    files = direct.plain_files(spark, path)
+    if files is None:
+        raise RuntimeError(f"the direct path cannot read {path} (see the log)")
+    stats = direct.write_user_lists(spark, files, ttl=TTL, target=target)
+    took = time.perf_counter() - t0
+    assert int(stats["keys"]) == n == client.dbsize(), (stats["keys"], n, client.dbsize())
+    return took, files
 
 
 def main() -> int:
@@ -153,16 +163,18 @@ def main() -> int:
         for n in [int(x) for x in args.users.split(",")]:
             path = f"{work}/recs-{n}"
             synthetic_recs(spark, n, args.list_size, path)
-            df = tr.user_lists(spark.read.parquet(path))
+            df = tr.user_lists(lake.read_table(spark, path))
             parts = df.rdd.getNumPartitions()
             cold, _ = timed_load(df, client, target, n)
             client.flushall()
             base = int(client.info("memory")["used_memory"])
             warm, stats = timed_load(df, client, target, n)
-            load1 = os.getloadavg()[0]
             mem = (int(client.info("memory")["used_memory"]) - base) / n
             value = int(stats["value_bytes"]) / n
-            alone = writer_only(path, client, target, n, args.arrow_batch)
+            d_cold, _ = timed_direct(spark, path, client, target, n)
+            d_warm, files = timed_direct(spark, path, client, target, n)
+            load1 = os.getloadavg()[0]
+            alone = writer_only(files, client, target, n, args.arrow_batch)
             client.flushall()
             brief = redis_benchmark(server.port, ["-t", "set", "-d", str(round(value)), "-P", str(args.pipeline),
                                                   "-n", str(n)])
@@ -173,14 +185,18 @@ def main() -> int:
                  "x" * round(value), "EX", str(TTL)],
             )
             client.flushall()
-            rate = n / warm
-            rows.append((n, parts, cold, warm, rate, n / alone, brief, alike, value, mem, load1))
+            rate, d_rate = n / warm, n / d_warm
+            rows.append(
+                (n, parts, cold, warm, rate, len(files), d_cold, d_warm, d_rate, n / alone, brief, alike, value, mem,
+                 load1)
+            )
             print(
                 f"{n:>9,} users, {parts} partitions: load {rate:>9,.0f} keys/s ({warm:.2f}s warm, {cold:.2f}s "
-                f"cold; the writer alone {n / alone:,.0f} keys/s); redis-benchmark SET {brief:>9,.0f} req/s "
-                f"(ratio {rate / brief:.2f}), new keys with EX "
-                f"{alike:>9,.0f} req/s (ratio {rate / alike:.2f}); value {value:,.0f} B, Redis memory "
-                f"{mem:,.0f} B/user; load average {load1:.1f}",
+                f"cold); direct read of {len(files)} file(s) {d_rate:>9,.0f} keys/s ({d_warm:.2f}s warm, "
+                f"{d_cold:.2f}s cold); the writer alone {n / alone:,.0f} keys/s; redis-benchmark SET "
+                f"{brief:>9,.0f} req/s (ratio {rate / brief:.2f}, direct {d_rate / brief:.2f}), new keys with EX "
+                f"{alike:>9,.0f} req/s (ratio {rate / alike:.2f}, direct {d_rate / alike:.2f}); value "
+                f"{value:,.0f} B, Redis memory {mem:,.0f} B/user; load average {load1:.1f}",
                 flush=True,
             )
     finally:
@@ -190,14 +206,16 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{os.cpu_count()} cores; load average (1 min) at the end: {os.getloadavg()[0]:.1f}")
     print(
-        "\n| users | partitions | load keys/s (warm) | warm s | cold s | writer alone keys/s "
-        "| redis-benchmark -t set req/s | ratio | new keys + EX req/s | ratio | value B | Redis B/user | load avg |"
+        "\n| users | partitions | load keys/s (warm) | warm s | cold s | files | direct keys/s (warm) | direct warm s "
+        "| direct cold s | writer alone keys/s | redis-benchmark -t set req/s | ratio | direct ratio "
+        "| new keys + EX req/s | ratio | direct ratio | value B | Redis B/user | load avg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for n, parts, cold, warm, rate, alone, brief, alike, value, mem, load1 in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for n, parts, cold, warm, rate, nfiles, d_cold, d_warm, d_rate, alone, brief, alike, value, mem, load1 in rows:
         print(
-            f"| {n:,} | {parts} | {rate:,.0f} | {warm:.2f} | {cold:.2f} | {alone:,.0f} | {brief:,.0f} "
-            f"| {rate / brief:.2f} | {alike:,.0f} | {rate / alike:.2f} | {value:,.0f} | {mem:,.0f} | {load1:.1f} |"
+            f"| {n:,} | {parts} | {rate:,.0f} | {warm:.2f} | {cold:.2f} | {nfiles} | {d_rate:,.0f} | {d_warm:.2f} "
+            f"| {d_cold:.2f} | {alone:,.0f} | {brief:,.0f} | {rate / brief:.2f} | {d_rate / brief:.2f} "
+            f"| {alike:,.0f} | {rate / alike:.2f} | {d_rate / alike:.2f} | {value:,.0f} | {mem:,.0f} | {load1:.1f} |"
         )
     return 0
 

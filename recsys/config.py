@@ -63,6 +63,7 @@ class RedisConfig:
     socket_timeout_s: float = 2.0
     long_ttl_seconds: int = 86400
     history_seed_length: int = 50
+    load_direct_read: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """``./spark-submit.sh load``: bulk-load the blended lists, similar items, popular lists, products, history.
 
-Rows are written from the executors (``mapInPandas`` over the lake tables, pipelined ``SET ... EX``), only
-per-partition counts come back to the driver. ``model:current`` is written last, once every other key is.
+Rows are written from the executors (``mapInArrow`` over the lake tables, pipelined ``SET ... EX``), only
+per-partition counts come back to the driver. User lists are read by pyarrow in the tasks instead
+(:mod:`jobs.load.direct`) when ``redis.load_direct_read`` is on and the table's files are plain Parquet.
+``model:current`` is written last, once every other key is.
 If the Redis server restarted during the load (its ``run_id`` changed, so keys written before the restart
 may be gone when it has no persistence), the load is replayed, at most :data:`MAX_ROUNDS` times.
 """
@@ -23,6 +25,7 @@ from jobs.blend.main import SIMILAR_ITEMS
 from jobs.common import lake
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
+from jobs.load import direct
 from jobs.load import transforms as tr
 from jobs.load.writer import KINDS, LIST_KINDS, STATS_COLUMNS, Target, open_client, partition_writer, server_id
 from recsys import keys
@@ -135,6 +138,14 @@ def _frames(
     return frames, model_version
 
 
+def _user_files(spark: SparkSession, cfg: Config) -> list[str] | None:
+    """The recommendations files for the direct read of user lists, or ``None`` for the Spark path."""
+    if not cfg.redis.load_direct_read:
+        log.info("load user: Spark reads the recommendations table (redis.load_direct_read is false)")
+        return None
+    return direct.plain_files(spark, cfg.table_path(lake.RECOMMENDATIONS))
+
+
 def _als_bundle(cfg: Config) -> str:
     pointer = Path(cfg.model_path("als")) / CURRENT
     return pointer.read_text().strip() if pointer.is_file() else ""
@@ -159,7 +170,7 @@ def run_load(
 
     Args:
         spark: The session.
-        cfg: The configuration (``redis`` section: url, cluster, TTLs, pipeline size).
+        cfg: The configuration (``redis`` section: url, cluster, TTLs, pipeline size, direct read).
         stages: Progress and timings.
         version: Load only the users of this blend ``model_version`` (an incremental run).
         kinds: The key kinds to load (:data:`jobs.load.writer.KINDS`).
@@ -177,13 +188,18 @@ def run_load(
     except Exception as exc:  # noqa: BLE001 - any failure to reach Redis ends the job with one line
         raise JobError(f"cannot reach Redis at {cfg.redis.url}: {exc}") from exc
     frames, model_version = _frames(spark, cfg, kinds, version, time.time())
+    # Listed once, so a replayed round writes the same snapshot.
+    user_files = _user_files(spark, cfg) if "user" in frames else None
     out = LoadOutcome(model_version=model_version)
     for round_no in range(1, MAX_ROUNDS + 1):
         out.rounds = round_no
         seen = {before}
         for kind, (df, ttl) in frames.items():
             with stages(f"load_{kind}" if round_no == 1 else f"load_{kind}_round{round_no}"):
-                stats = write_kind(df, kind=kind, ttl=ttl, target=target)
+                if kind == "user" and user_files is not None:
+                    stats = direct.write_user_lists(spark, user_files, ttl=ttl, target=target, version=version)
+                else:
+                    stats = write_kind(df, kind=kind, ttl=ttl, target=target)
             out.keys[kind] = int(stats["keys"])  # type: ignore[call-overload]
             out.retries += int(stats["retries"])  # type: ignore[call-overload]
             if kind == "user":

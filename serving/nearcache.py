@@ -85,6 +85,7 @@ class NearCache:
         self._order: dict[tuple[bytes, PageId], None] = {}  # insertion order, for eviction
         self._listener: Any = None
         self._tracked: redis.Redis | None = None
+        self._tracked_conn: Any = None  # the tracked client's one connection
         self._generation = 0
         self.lock = threading.RLock()
 
@@ -165,9 +166,10 @@ class NearCache:
                 client = redis.Redis(connection_pool=self._open_client().connection_pool, single_connection_client=True)
                 # A new client holds no pages yet (they were dropped with the previous one): enable tracking
                 # now, and on each later reconnect drop the pages read before it.
-                self._enable_tracking(client.connection)
-                client.connection.register_connect_callback(self._on_tracked_connect)  # type: ignore[union-attr]
-                self._tracked = client
+                conn = client.connection  # type: ignore[attr-defined]  # set by single_connection_client
+                self._enable_tracking(conn)
+                conn.register_connect_callback(self._on_tracked_connect)
+                self._tracked, self._tracked_conn = client, conn
             return self._tracked
 
     def _connect_listener(self) -> None:
@@ -184,8 +186,8 @@ class NearCache:
         # From here on its socket is read here, with a reader of our own: nothing can be buffered in
         # redis-py's parser yet, since no connection redirects its invalidations here before this returns.
         self._listener, self._listener_id, self._reader = conn, listener_id, hiredis.Reader()
-        if self._tracked is not None:  # tracking pointed at the old listener: reconnect it
-            self._tracked.connection.disconnect()  # type: ignore[union-attr]
+        if self._tracked_conn is not None:  # tracking pointed at the old listener: reconnect it
+            self._tracked_conn.disconnect()
 
     def _on_tracked_connect(self, connection: Any) -> None:
         # Runs on every reconnect of the tracked connection: what Redis tracked for the old one is gone.
@@ -210,7 +212,7 @@ class NearCache:
         if listener is None:
             return
         lsock = listener._sock
-        tconn = self._tracked.connection if self._tracked is not None else None  # type: ignore[union-attr]
+        tconn = self._tracked_conn
         tsock = tconn._sock if tconn is not None else None
         try:
             ready = select.select((lsock,) if tsock is None else (lsock, tsock), (), (), 0)[0]
@@ -219,7 +221,7 @@ class NearCache:
         if not ready:
             return
         if tsock is not None and tsock in ready:  # its end (or a stray reply): what it tracked is forgotten
-            tconn.disconnect()  # type: ignore[union-attr]
+            tconn.disconnect()
             self._reset("tracked connection lost")
         if lsock in ready:
             try:
@@ -233,9 +235,9 @@ class NearCache:
                 log.warning("near cache: the invalidation listener failed (%s); dropping every page", exc)
                 listener.disconnect()
                 self._listener = None
-                if self._tracked is not None:
-                    self._tracked.connection.disconnect()  # type: ignore[union-attr]
-                    self._tracked = None
+                if self._tracked_conn is not None:
+                    self._tracked_conn.disconnect()
+                    self._tracked, self._tracked_conn = None, None
                 self._reset("listener failed")
 
     def _apply(self, message: Any) -> None:

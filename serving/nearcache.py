@@ -157,7 +157,9 @@ class NearCache:
     def tracked(self) -> redis.Redis:
         """A client on one connection whose reads Redis tracks for this cache (connects the listener first).
 
-        Raises redis-py's errors when Redis cannot be reached; the caller treats them like any Redis failure.
+        Only its own commands (and scripts run with ``client=``) are tracked: a ``pipeline()`` of it takes another
+        connection of its pool, which is not. Raises redis-py's errors when Redis cannot be reached; the caller
+        treats them like any Redis failure.
         """
         with self.lock:
             if self._listener is None:
@@ -225,12 +227,16 @@ class NearCache:
             self._reset("tracked connection lost")
         if lsock in ready:
             try:
-                data = lsock.recv(_READ_CHUNK) if lsock is not None else b""
-                if not data:
-                    raise redis.ConnectionError("the server closed the connection")
-                self._reader.feed(data)
-                while (message := self._reader.gets()) is not False:
-                    self._apply(message)
+                # Everything waiting, not one read's worth: an unread invalidation could be the page's own.
+                while True:
+                    data = lsock.recv(_READ_CHUNK)
+                    if not data:
+                        raise redis.ConnectionError("the server closed the connection")
+                    self._reader.feed(data)
+                    while (message := self._reader.gets()) is not False:
+                        self._apply(message)
+                    if not select.select((lsock,), (), (), 0)[0]:
+                        break
             except (redis.RedisError, OSError, hiredis.ProtocolError) as exc:
                 log.warning("near cache: the invalidation listener failed (%s); dropping every page", exc)
                 listener.disconnect()

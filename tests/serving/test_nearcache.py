@@ -208,6 +208,23 @@ def test_a_change_between_read_and_put_is_not_kept(near, redis_client) -> None:
     assert near.lookup(key, (1, 20), "v")[0] is None
 
 
+def test_a_backlog_of_invalidations_is_read_to_the_end_before_a_lookup(near, redis_client) -> None:
+    # A load rewriting thousands of tracked lists queues far more than one socket read (64 KB) of messages;
+    # the page's own invalidation comes last.
+    many = [f"recommendations:user:u{i:05d}" for i in range(3000)]
+    token = near.lookup(many[-1], (1, 20), "v")[1]
+    tracked = near.tracked()
+    for key in many:  # one by one: a pipeline would take another connection of the pool, untracked
+        tracked.get(key)
+    assert near.put(many[-1], (1, 20), "v", b"page", token)
+    pipe = redis_client.pipeline(transaction=False)
+    for key in many:
+        pipe.set(key, b"x" * 10)
+    pipe.execute()
+    time.sleep(0.1)
+    assert near.lookup(many[-1], (1, 20), "v")[0] is None
+
+
 def test_settings_must_be_positive(redis_server) -> None:
     with pytest.raises(ValueError, match="max_pages"):
         NearCache(lambda: redis.Redis.from_url(redis_server), max_pages=0, max_age_s=1.0)

@@ -50,7 +50,7 @@ INVALIDATE_CHANNEL = b"__redis__:invalidate"
 USER_KEY_PREFIX = keys.PREFIX_USER_RECS.encode()
 
 _READ_CHUNK = 1 << 16
-PageId = tuple[int, int]  # (page, page_size)
+PageId = tuple[int, int]  # (page, page_size): serving.params.Page is one
 
 
 class NearCache:

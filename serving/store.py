@@ -174,8 +174,9 @@ class RedisStore:
         on_timing: Called with the operation name and its seconds after each Redis call (the metrics hook).
         cluster: The client is a ``RedisCluster``: events are written command by command (see
             :meth:`append_events`) because the one-script write spans several hash slots.
-        near: The worker's cache of rendered pages (:mod:`serving.nearcache`); the cache hit's script then
-            runs on its tracked connection. ``None`` (and always on a cluster): every hit reads Redis.
+        near: The worker's cache of rendered pages (:mod:`serving.nearcache`); a hit it cannot answer is read
+            on its tracked connection (:meth:`cached_page`). ``None`` (and always on a cluster): every hit reads
+            Redis with the one-round-trip page script.
     """
 
     def __init__(
@@ -208,8 +209,8 @@ class RedisStore:
         self._version_until = 0.0
         # product id -> details, and -> expiry on the monotonic clock; dict operations are atomic under the GIL.
         # Two flat dicts rather than one of (expiry, details) tuples: such a tuple holds a dict, so the
-        # garbage collector tracks it, and a full collection walked 85k of them (25-50 ms, the miss path's
-        # tail); a details dict of strings and numbers is untracked after its first collection.
+        # garbage collector tracks it, and full collections walked one per cached product (the miss path's
+        # tail, docs/serving.md); a details dict of strings and numbers is untracked after its first collection.
         self._products: dict[str, dict[str, Any] | None] = {}
         self._product_expiry: dict[str, float] = {}
 

@@ -29,11 +29,10 @@ def recommendations(user_id: str) -> ResponseReturnValue:
     user_id = path_id("user_id", user_id)
     page = page_params(args, default_size=s.cfg.blend.page_size, max_size=s.cfg.serving.max_page_size)
     category = category_param(args)
-    page_id = (page.page, page.page_size)
     token = 0
     if category is None:
         try:
-            rendered, token = s.store.near_page(user_id, page_id)
+            rendered, token = s.store.near_page(user_id, page)
         except StoreUnavailable:
             rendered = None
         if rendered is not None:  # this worker rendered the page and Redis has not changed its keys since
@@ -60,7 +59,7 @@ def recommendations(user_id: str) -> ResponseReturnValue:
         s.metrics.child(s.metrics.degraded, "recommendations").inc()
         return response, 200, {"X-Cache": "hit" if hit else "miss", DEGRADED_HEADER: DEGRADED_VALUE}
     if hit and category is None:
-        s.store.keep_page(user_id, page_id, scored.model_version, response.get_data(), token)
+        s.store.keep_page(user_id, page, scored.model_version, response.get_data(), token)
     return response, 200, _HIT_HEADERS if hit else _MISS_HEADERS
 
 

@@ -248,22 +248,61 @@ def _diversify(user: np.ndarray, category: np.ndarray, cfg: BlendConfig) -> tupl
         rows = np.flatnonzero(pos < top_n)
         return rows, pos[rows] + 1
     # A user whose plain top_n already respects the cap keeps it as it is (the greedy pass would return the
-    # same order); only the others run the per-user loop, each over its contiguous slice of the pool.
+    # same order); only the others go through the greedy pages.
     crowded = _crowded(user, pos, category, cfg)
     plain = np.flatnonzero((pos < top_n) & ~crowded)
     busy = np.flatnonzero(crowded)
-    cuts = np.flatnonzero(np.diff(user[busy])) + 1
-    codes = category[busy].tolist()
-    take: list[int] = []
-    rank: list[int] = []
-    for start, end in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(busy)].tolist(), strict=True):
-        order = diversify_order(codes[start:end], page_size=size, max_per_category=cap, top_n=top_n)
-        take.extend(busy[start] + i for i in order)
-        rank.extend(range(1, len(order) + 1))
-    rows = np.r_[plain, np.array(take, dtype=np.int64)]
-    ranks = np.r_[pos[plain] + 1, np.array(rank, dtype=np.int64)]
+    take, rank = _greedy_pages(user[busy], category[busy], cap=cap, size=size, top_n=top_n)
+    rows = np.r_[plain, busy[take]]
+    ranks = np.r_[pos[plain] + 1, rank]
     shown = np.lexsort((ranks, user[rows]))
     return rows[shown], ranks[shown]
+
+
+def _greedy_pages(
+    user: np.ndarray, category: np.ndarray, *, cap: int, size: int, top_n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`diversify_order` for every user of a pool at once, one numpy pass per page.
+
+    ``user`` runs are contiguous, each in score order. On a page, the greedy scan places an item while the
+    page has room and its category has fewer than ``cap`` items there, so the items placed are the first
+    ``room`` of those whose position among the user's remaining items of their category is below ``cap``.
+    A user whose page is not filled stops there, as in :func:`diversify_order`.
+
+    Returns:
+        Positions into ``user`` of the items shown and their 1-based ranks.
+    """
+    n = len(user)
+    if not n:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty
+    n_users = int(user.max()) + 1
+    n_categories = int(category.max()) + 2  # -1 (unknown) is a category of its own, as in diversify_order
+    placed = np.zeros(n_users, dtype=np.int64)
+    left = np.arange(n)
+    take: list[np.ndarray] = []
+    rank: list[np.ndarray] = []
+    while len(left):
+        u = user[left]
+        room = np.minimum(size, top_n - placed)
+        key = u * n_categories + category[left] + 1
+        order = np.argsort(key, kind="stable")
+        n = len(left)
+        within = np.empty(n, dtype=np.int64)
+        within[order] = _positions(key[order])
+        fits = within < cap
+        # Position of each fitting item among the user's fitting items (runs of u are contiguous).
+        seen = np.cumsum(fits) - fits
+        starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+        seen -= np.repeat(seen[starts], np.diff(np.r_[starts, n]))
+        placed_now = fits & (seen < room[u])
+        take.append(left[placed_now])
+        rank.append(placed[u[placed_now]] + seen[placed_now] + 1)
+        filled = np.bincount(u[placed_now], minlength=n_users)
+        go_on = (filled == room) & (placed + filled < top_n)
+        placed += filled
+        left = left[~placed_now & go_on[u]]
+    return np.concatenate(take), np.concatenate(rank)
 
 
 def diversify_order(

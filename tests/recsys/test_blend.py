@@ -10,7 +10,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from recsys.blend import blend, diversify_order, normalize_scores
-from recsys.blend_arrays import SOURCES, blend_arrays
+from recsys.blend_arrays import SOURCES, _greedy_pages, blend_arrays
 from recsys.config import BlendConfig
 from recsys.encoding import SOURCE_BITS
 
@@ -185,6 +185,34 @@ def test_category_cap_ends_list_when_page_cannot_be_filled() -> None:
 def test_cap_disabled_keeps_score_order() -> None:
     assert diversify_order(["x"] * 5, page_size=3, max_per_category=3, top_n=4) == [0, 1, 2, 3]
     assert diversify_order(["x"] * 5, page_size=3, max_per_category=0, top_n=4) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("cap", "size", "top_n", "n_categories"), [(1, 2, 10, 2), (2, 5, 23, 4), (10, 20, 100, 2), (3, 4, 4, 1)]
+)
+def test_greedy_pages_give_diversify_order_for_every_user(
+    cap: int, size: int, top_n: int, n_categories: int
+) -> None:
+    rng = np.random.default_rng(cap * 100 + top_n)
+    lengths = rng.integers(0, 3 * top_n, 200)
+    user = np.repeat(np.arange(len(lengths)), lengths)
+    # -1 (unknown category) is a category of its own, as in diversify_order.
+    category = rng.integers(-1, n_categories, len(user))
+    take, rank = _greedy_pages(user, category, cap=cap, size=size, top_n=top_n)
+    starts = np.r_[0, np.cumsum(lengths)]
+    expected_take, expected_rank = [], []
+    for u in range(len(lengths)):
+        order = diversify_order(
+            category[starts[u] : starts[u + 1]].tolist(), page_size=size, max_per_category=cap, top_n=top_n
+        )
+        expected_take += [starts[u] + i for i in order]
+        expected_rank += list(range(1, len(order) + 1))
+    got = sorted(zip(user[take].tolist(), rank.tolist(), take.tolist(), strict=True))
+    want = sorted(zip(user[expected_take].tolist(), expected_rank, expected_take, strict=True))
+    assert got == want
+    # The cap bites: some lists are reordered and some end early, so the comparison means something.
+    plain = [(u, r, starts[u] + r - 1) for u in range(len(lengths)) for r in range(1, min(lengths[u], top_n) + 1)]
+    assert want != sorted(plain)
 
 
 def test_cold_start_leans_on_content_and_popular() -> None:

@@ -126,3 +126,25 @@ def test_itemknn_candidates_sum_the_candidates_neighbourhoods():
     ]
     user, item, _ = onepass.itemknn_candidates(np.array([0]), np.array([1]), cat, k=1)
     assert cat.ids[item].tolist() == ["a"]
+
+
+@pytest.mark.parametrize("k", [1, 3, 40, 500])
+def test_may_be_top_keeps_every_row_of_the_top_k_ties_included(k):
+    rng = np.random.default_rng(k)
+    user = np.sort(rng.integers(0, 60, 5000))
+    # Few distinct values, so many rows tie with each user's k-th best; one user has a single value.
+    score = rng.integers(0, 30, len(user)) / 7.0
+    score[user == 5] = 1.5
+
+    def top(rows):
+        order = rows[np.lexsort((rows, -score[rows], user[rows]))]
+        first = np.r_[0, np.flatnonzero(np.diff(user[order])) + 1]
+        pos = np.arange(len(order)) - np.repeat(first, np.diff(np.r_[first, len(order)]))
+        return order[pos < k]
+
+    kept = onepass._may_be_top(user, score, k)
+    assert np.array_equal(top(np.flatnonzero(kept)), top(np.arange(len(user))))
+    if k < 40:
+        assert kept.sum() < len(user) / 2  # it does prune
+    else:
+        assert kept.all() == (k == 500)

@@ -5,12 +5,15 @@
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+import logging
+
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys import schema as S
 
 COL_NEIGHBOR = "neighbor_id"
+log = logging.getLogger(__name__)
 
 
 def capped_pairs(
@@ -75,10 +78,20 @@ def itemknn_neighbors(
         raise ValueError(f"m must be positive, got {m}")
     pairs = capped_pairs(
         confidence_or_pairs, max_items_per_user=max_items_per_user, col_user=col_user, col_item=col_item
-    ).cache()
-    support = pairs.groupBy(col_item).agg(F.count(F.lit(1)).alias("_n"))
-    a = pairs.select(col_user, F.col(col_item).alias("_i"))
-    b = pairs.select(col_user, F.col(col_item).alias("_j"))
+    )
+    # The self-join, the co-occurrence counts and the window run on a 64-bit hash of the product id instead
+    # of the string; ids come back by a join with the distinct products. Two ids sharing a hash would merge
+    # their columns, so then the strings are used throughout.
+    pairs = pairs.select(col_user, col_item, item_key(F.col(col_item)).alias("_h")).cache()
+    ids = pairs.select("_h", col_item).distinct()
+    distinct = ids.agg(F.count(F.lit(1)).alias("ids"), F.countDistinct("_h").alias("keys")).first()
+    hashed = distinct is None or distinct["ids"] == distinct["keys"]
+    if not hashed:
+        log.warning("item-kNN: two product ids share a 64-bit hash; co-occurrences are counted on the strings")
+    key = "_h" if hashed else col_item
+    support = pairs.groupBy(key).agg(F.count(F.lit(1)).alias("_n"))
+    a = pairs.select(col_user, F.col(key).alias("_i"))
+    b = pairs.select(col_user, F.col(key).alias("_j"))
     co = (
         a.join(b, col_user)
         .where(F.col("_i") != F.col("_j"))
@@ -86,16 +99,27 @@ def itemknn_neighbors(
         .agg(F.count(F.lit(1)).alias("_co"))
     )
     sim = (
-        co.join(support.select(F.col(col_item).alias("_i"), F.col("_n").alias("_ni")), "_i")
-        .join(support.select(F.col(col_item).alias("_j"), F.col("_n").alias("_nj")), "_j")
+        co.join(support.select(F.col(key).alias("_i"), F.col("_n").alias("_ni")), "_i")
+        .join(support.select(F.col(key).alias("_j"), F.col("_n").alias("_nj")), "_j")
         .select("_i", "_j", (F.col("_co") / F.sqrt(F.col("_ni") * F.col("_nj"))).alias("score"))
     )
-    w = Window.partitionBy("_i").orderBy(F.col("score").desc(), F.col("_j"))
+    if hashed:
+        sim = sim.join(ids.select(F.col("_h").alias("_i"), col_item), "_i").join(
+            ids.select(F.col("_h").alias("_j"), F.col(col_item).alias(COL_NEIGHBOR)), "_j"
+        )
+    else:
+        sim = sim.select("_i", F.col("_i").alias(col_item), F.col("_j").alias(COL_NEIGHBOR), "score")
+    w = Window.partitionBy("_i").orderBy(F.col("score").desc(), F.col(COL_NEIGHBOR))
     return (
         sim.withColumn("_pos", F.row_number().over(w))
         .where(F.col("_pos") <= m)
-        .select(F.col("_i").alias(col_item), F.col("_j").alias(COL_NEIGHBOR), "score")
+        .select(col_item, COL_NEIGHBOR, "score")
     )
+
+
+def item_key(col: Column) -> Column:
+    """The 64-bit join key of a product id in :func:`itemknn_neighbors` (tests swap it to force collisions)."""
+    return F.xxhash64(col)
 
 
 def top_k_per_user(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 import numpy as np
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
+from pyspark.sql import functions as F
 
 from jobs.evaluate import baselines as bl
 
@@ -49,6 +51,17 @@ def test_neighbors_match_numpy_cosine(spark):
     out = bl.itemknn_neighbors(df, m=2)
     expected = spark.createDataFrame(numpy_neighbors(PAIRS, 2), NB_SCHEMA)
     assert_approx_df_equality(out, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_neighbors_fall_back_to_the_ids_when_their_hashes_collide(spark, monkeypatch, caplog):
+    # Every product id here has length 1: as the join key, the length makes all of them collide.
+    monkeypatch.setattr(bl, "item_key", lambda col: F.length(col).cast("long"))
+    df = spark.createDataFrame(PAIRS, PAIR_SCHEMA)
+    with caplog.at_level(logging.WARNING, logger=bl.__name__):
+        out = bl.itemknn_neighbors(df, m=2)
+        expected = spark.createDataFrame(numpy_neighbors(PAIRS, 2), NB_SCHEMA)
+        assert_approx_df_equality(out, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
+    assert "share a 64-bit hash" in caplog.text
 
 
 def test_cap_keeps_each_users_most_recent_products(spark):

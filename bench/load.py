@@ -65,19 +65,14 @@ def synthetic_recs(spark, users: int, list_size: int, path: str) -> None:
     )
     scores = F.transform(pos, lambda i: (F.lit(1.0) - i / F.lit(list_size)).cast("float"))
     sources = F.transform(pos, lambda i: F.pmod(F.col("id") + i, F.lit(15)).cast("int") + 1)
-    (
-        spark.range(users, numPartitions=4)
-        .select(
-            F.format_string("U%08d", "id").alias("user_id"),
-            ids.alias("product_ids"),
-            scores.alias("scores"),
-            sources.alias("sources"),
-            F.current_timestamp().alias("scored_at"),
-        )
-        .write.format("delta")
-        .mode("overwrite")
-        .save(path)
+    recs = spark.range(users, numPartitions=4).select(
+        F.format_string("U%08d", "id").alias("user_id"),
+        ids.alias("product_ids"),
+        scores.alias("scores"),
+        sources.alias("sources"),
+        F.current_timestamp().alias("scored_at"),
     )
+    lake.overwrite_version(recs, path)  # as the blend writes the recommendations table
 
 
 def redis_benchmark(port: int, args: list[str]) -> float:

@@ -5,8 +5,8 @@ Spark distributes only the file list of the Delta table's current snapshot (``sc
 :func:`jobs.load.transforms.wire_lists` hands it to ``mapInArrow`` and writes it with
 :func:`jobs.load.writer.write_rows` over one connection. No row goes through the JVM's Parquet reader and
 row-to-Arrow conversion, the larger part of the Spark path's time (``docs/redis.md``, "Bulk-load
-throughput"). A table in fewer files than that parallelism (``optimizeWrite`` bins a blend's output into
-few large files) has each file split between tasks by row group, the unit Spark's own read splits a file by.
+throughput"). A table in fewer files than that parallelism (a small blend output, or one compacted by
+OPTIMIZE) has each file split between tasks by row group, the unit Spark's own read splits a file by.
 
 A Delta file is plain Parquet only when the snapshot needs nothing but its file list: :func:`plain_files`
 returns ``None`` (and the load keeps the Spark path) for deletion vectors (a MERGE or DELETE then marks rows

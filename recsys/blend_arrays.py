@@ -292,7 +292,7 @@ def _greedy_pages(
         within[order] = _positions(key[order])
         fits = within < cap
         # Position of each fitting item among the user's fitting items (runs of u are contiguous).
-        seen = np.cumsum(fits) - fits
+        seen: np.ndarray = np.cumsum(fits) - fits
         starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
         seen -= np.repeat(seen[starts], np.diff(np.r_[starts, n]))
         placed_now = fits & (seen < room[u])

@@ -272,36 +272,35 @@ def _greedy_pages(
     Returns:
         Positions into ``user`` of the items shown and their 1-based ranks.
     """
-    n = len(user)
-    if not n:
+    if not len(user):
         empty = np.empty(0, dtype=np.int64)
         return empty, empty
     n_users = int(user.max()) + 1
     n_categories = int(category.max()) + 2  # -1 (unknown) is a category of its own, as in diversify_order
     placed = np.zeros(n_users, dtype=np.int64)
-    left = np.arange(n)
+    left = np.arange(len(user))
     take: list[np.ndarray] = []
     rank: list[np.ndarray] = []
     while len(left):
         u = user[left]
-        room = np.minimum(size, top_n - placed)
         key = u * n_categories + category[left] + 1
         order = np.argsort(key, kind="stable")
-        n = len(left)
-        within = np.empty(n, dtype=np.int64)
+        within = np.empty(len(left), dtype=np.int64)
         within[order] = _positions(key[order])
-        fits = within < cap
-        # Position of each fitting item among the user's fitting items (runs of u are contiguous).
-        seen: np.ndarray = np.cumsum(fits) - fits
-        starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
-        seen -= np.repeat(seen[starts], np.diff(np.r_[starts, n]))
-        placed_now = fits & (seen < room[u])
-        take.append(left[placed_now])
-        rank.append(placed[u[placed_now]] + seen[placed_now] + 1)
-        filled = np.bincount(u[placed_now], minlength=n_users)
+        fits = np.flatnonzero(within < cap)
+        # Runs of u stay contiguous, so this is each fitting item's position among its user's fitting items.
+        seen = _positions(u[fits])
+        room = np.minimum(size, top_n - placed)
+        now = seen < room[u[fits]]
+        shown = fits[now]
+        take.append(left[shown])
+        rank.append(placed[u[shown]] + seen[now] + 1)
+        filled = np.bincount(u[shown], minlength=n_users)
         go_on = (filled == room) & (placed + filled < top_n)
         placed += filled
-        left = left[~placed_now & go_on[u]]
+        waiting = go_on[u]
+        waiting[shown] = False
+        left = left[waiting]
     return np.concatenate(take), np.concatenate(rank)
 
 

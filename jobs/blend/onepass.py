@@ -119,8 +119,8 @@ def _may_be_top(user: np.ndarray, score: np.ndarray, k: int, bins: int = 64) -> 
     Each user's scores are put in ``bins`` equal-width bins between its lowest and highest; the rows kept are
     those in the highest bins that together hold at least ``k`` rows (all of a user's rows when it has fewer).
     The bin of a score never decreases with the score, so the ``k``-th best score and every row tied with it
-    are kept: sorting only what is kept gives the same top ``k``, ties included, as sorting everything. Here
-    that is a few hundred rows of a user's thousands of item-kNN pairs.
+    are kept: sorting only what is kept gives the same top ``k``, ties included, as sorting everything, and
+    far fewer rows than a user's thousands of item-kNN pairs are left to sort.
     """
     if len(user) == 0:
         return np.zeros(0, dtype=bool)

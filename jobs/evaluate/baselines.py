@@ -85,7 +85,8 @@ def itemknn_neighbors(
     pairs = pairs.select(col_user, col_item, item_key(F.col(col_item)).alias("_h")).cache()
     ids = pairs.select("_h", col_item).distinct()
     distinct = ids.agg(F.count(F.lit(1)).alias("ids"), F.countDistinct("_h").alias("keys")).first()
-    hashed = distinct is None or distinct["ids"] == distinct["keys"]
+    assert distinct is not None  # an aggregate always has one row
+    hashed = distinct["ids"] == distinct["keys"]
     if not hashed:
         log.warning("item-kNN: two product ids share a 64-bit hash; co-occurrences are counted on the strings")
     key = "_h" if hashed else col_item

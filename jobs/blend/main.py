@@ -204,9 +204,13 @@ def run_blend(
         popular = lake.read_table(spark, cfg.table_path(lake.POPULAR)).cache()
         counts["popular_rows"] = popular.count()
     with stages("itemknn"):
-        pairs = events.groupBy(S.COL_USER, S.COL_ITEM).agg(F.max(S.COL_TS).alias("last_ts"))
+        # Events as they are: both paths keep each (user, product)'s latest event time themselves.
+        pairs = events.select(S.COL_USER, S.COL_ITEM, F.col(S.COL_TS).alias("last_ts"))
         nbrs = bl.itemknn_neighbors(
-            pairs, m=cfg.als.knn_neighbors, max_items_per_user=cfg.als.knn_max_items_per_user
+            pairs,
+            m=cfg.als.knn_neighbors,
+            max_items_per_user=cfg.als.knn_max_items_per_user,
+            broadcast_max_items=bcfg.broadcast_max_products,
         )
         lake.overwrite_version(_tagged(nbrs, version), cfg.table_path(lake.ITEMKNN_NEIGHBORS))
         nbrs = lake.read_table(spark, cfg.table_path(lake.ITEMKNN_NEIGHBORS))

@@ -10,6 +10,7 @@ import logging
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from jobs.evaluate import cooccurrence as cooc
 from recsys import schema as S
 
 COL_NEIGHBOR = "neighbor_id"
@@ -53,20 +54,23 @@ def itemknn_neighbors(
     *,
     m: int,
     max_items_per_user: int = 500,
+    broadcast_max_items: int = 1_000_000,
     col_user: str = S.COL_USER,
     col_item: str = S.COL_ITEM,
 ) -> DataFrame:
     """Top-``m`` cosine neighbours of each product on the binary user x product matrix.
 
     ``cos(i, j) = |U_i & U_j| / sqrt(|U_i| * |U_j|)`` where ``U_i`` are the users of product i. The
-    co-occurrence counts come from a self-join of the pairs on the user (never an all-pairs cross join of
-    products), bounded by :func:`capped_pairs`.
+    co-occurrence counts come from crossing each user's products (never an all-pairs cross join of
+    products), bounded by :func:`capped_pairs`. With at most ``broadcast_max_items`` distinct products that
+    runs in numpy on product numbers (:mod:`jobs.evaluate.cooccurrence`); above, as a Spark self-join.
 
     Args:
         confidence_or_pairs: ``user_id, product_id`` rows (e.g. the interaction confidence table; a
             ``last_ts`` column, when present, picks the most recent products of capped users).
         m: Neighbours kept per product.
         max_items_per_user: Products per user entering the self-join.
+        broadcast_max_items: Most distinct products numbered on the driver for the numpy path.
 
     Returns:
         ``product_id, neighbor_id, score`` (score = cosine similarity, best first per product).
@@ -76,6 +80,34 @@ def itemknn_neighbors(
     """
     if m <= 0:
         raise ValueError(f"m must be positive, got {m}")
+    if max_items_per_user <= 0:
+        raise ValueError(f"max_items_per_user must be positive, got {max_items_per_user}")
+    spark = confidence_or_pairs.sparkSession
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions") or 8)
+    names = {"col_user": col_user, "col_item": col_item}
+    rows = cooc.clustered_pairs(confidence_or_pairs, partitions=partitions, **names)
+    support = (
+        cooc.supports(rows, max_items_per_user=max_items_per_user, **names).limit(broadcast_max_items + 1).toPandas()
+    )
+    if len(support) <= broadcast_max_items:
+        return cooc.neighbors_from_supports(
+            rows,
+            support,
+            m=m,
+            max_items_per_user=max_items_per_user,
+            partitions=partitions,
+            col_nbr=COL_NEIGHBOR,
+            **names,
+        )
+    log.info("item-kNN: more than %d products (broadcast_max_items): Spark self-join", broadcast_max_items)
+    return _itemknn_neighbors_sql(
+        confidence_or_pairs, m=m, max_items_per_user=max_items_per_user, col_user=col_user, col_item=col_item
+    )
+
+
+def _itemknn_neighbors_sql(
+    confidence_or_pairs: DataFrame, *, m: int, max_items_per_user: int, col_user: str, col_item: str
+) -> DataFrame:
     pairs = capped_pairs(
         confidence_or_pairs, max_items_per_user=max_items_per_user, col_user=col_user, col_item=col_item
     )

@@ -46,10 +46,36 @@ def numpy_neighbors(pairs, m):
     return rows
 
 
-def test_neighbors_match_numpy_cosine(spark):
+# 0: more products than the numpy path takes, so the Spark self-join runs.
+@pytest.mark.parametrize("broadcast_max_items", [1_000_000, 0], ids=["numpy", "self-join"])
+def test_neighbors_match_numpy_cosine(spark, broadcast_max_items):
     df = spark.createDataFrame(PAIRS, PAIR_SCHEMA)
-    out = bl.itemknn_neighbors(df, m=2)
+    out = bl.itemknn_neighbors(df, m=2, broadcast_max_items=broadcast_max_items)
     expected = spark.createDataFrame(numpy_neighbors(PAIRS, 2), NB_SCHEMA)
+    assert_approx_df_equality(out, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.parametrize("broadcast_max_items", [1_000_000, 0], ids=["numpy", "self-join"])
+def test_neighbors_cap_each_user_to_the_most_recent_products_and_count_a_repeated_pair_once(
+    spark, broadcast_max_items
+):
+    # u1 has three products and a cap of 2: its oldest, "a", leaves the crossing; "b" appears twice.
+    rows = [
+        ("u1", "a", datetime(2026, 1, 1)),
+        ("u1", "b", datetime(2026, 1, 2)),
+        ("u1", "b", datetime(2026, 1, 2, 0, 0, 0, 1000)),
+        ("u1", "c", datetime(2026, 1, 2, 0, 0, 0, 500)),
+        ("u2", "a", datetime(2026, 1, 1)),
+        ("u2", "b", datetime(2026, 1, 1)),
+        ("u3", "a", None),
+        ("u3", "c", None),
+        ("u3", "d", None),
+    ]
+    df = spark.createDataFrame(rows, "user_id string, product_id string, last_ts timestamp")
+    out = bl.itemknn_neighbors(df, m=3, max_items_per_user=2, broadcast_max_items=broadcast_max_items)
+    # What is left: u1 {b, c} (the two latest), u2 {a, b}, u3 {a, c} (no time: smallest ids first).
+    kept = [("u1", "b"), ("u1", "c"), ("u2", "a"), ("u2", "b"), ("u3", "a"), ("u3", "c")]
+    expected = spark.createDataFrame(numpy_neighbors(kept, 3), NB_SCHEMA)
     assert_approx_df_equality(out, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
 
 
@@ -58,7 +84,7 @@ def test_neighbors_fall_back_to_the_ids_when_their_hashes_collide(spark, monkeyp
     monkeypatch.setattr(bl, "item_key", lambda col: F.length(col).cast("long"))
     df = spark.createDataFrame(PAIRS, PAIR_SCHEMA)
     with caplog.at_level(logging.WARNING, logger=bl.__name__):
-        out = bl.itemknn_neighbors(df, m=2)
+        out = bl.itemknn_neighbors(df, m=2, broadcast_max_items=0)
         expected = spark.createDataFrame(numpy_neighbors(PAIRS, 2), NB_SCHEMA)
         assert_approx_df_equality(out, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
     assert "share a 64-bit hash" in caplog.text

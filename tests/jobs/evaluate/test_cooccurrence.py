@@ -1,0 +1,55 @@
+"""The numpy kernels of the item-kNN fast path against plain-Python versions."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from jobs.evaluate import cooccurrence as co
+
+
+def test_crossed_pairs_give_every_ordered_pair_of_a_users_distinct_items():
+    user = np.array([0, 0, 0, 1, 2, 2])
+    item = np.array([5, 1, 3, 4, 2, 7])
+    i, j = co.crossed_pairs(user, item)
+    expected = sorted(
+        (a, b) for u in set(user.tolist()) for a, b in itertools.permutations(item[user == u].tolist(), 2)
+    )
+    assert sorted(zip(i.tolist(), j.tolist(), strict=True)) == expected
+
+
+def test_capped_codes_keep_each_users_latest_distinct_items_then_the_smallest():
+    # User 0: item 3 twice (latest time 9), items 1 and 2 tie at time 5; a cap of 2 keeps 3, then 1.
+    user = np.array([0, 0, 0, 0, 1])
+    item = np.array([3, 1, 3, 2, 4])
+    ts = np.array([1, 5, 9, 5, 0])
+    u, it = co.capped_codes(user, item, ts, 2)
+    assert list(zip(u.tolist(), it.tolist(), strict=True)) == [(0, 3), (0, 1), (1, 4)]
+
+
+def test_top_neighbors_rank_cosines_with_ties_on_the_neighbour():
+    # Item 0 co-occurs with 1 twice and with 2 and 3 once each; supports 2, 2, 1, 1.
+    i = np.array([0, 0, 0, 0, 1, 1, 2, 3])
+    j = np.array([1, 1, 2, 3, 0, 0, 0, 0])
+    a, b, score = co.top_neighbors(i, j, np.array([2, 2, 1, 1]), 2)
+    rows = list(zip(a.tolist(), b.tolist(), score.tolist(), strict=True))
+    assert rows == [
+        (0, 1, 1.0),
+        (0, 2, 1 / np.sqrt(2)),
+        (1, 0, 1.0),
+        (2, 0, 1 / np.sqrt(2)),
+        (3, 0, 1 / np.sqrt(2)),
+    ]
+
+
+def test_whole_key_tables_never_split_a_key():
+    import pyarrow as pa
+
+    batches = [
+        pa.record_batch({"u": ["a", "b"]}),
+        pa.record_batch({"u": ["b", "b", "c"]}),
+        pa.record_batch({"u": ["c"]}),
+    ]
+    chunks = [t.column("u").to_pylist() for t in co._whole_key_tables(batches, "u", 2)]
+    assert chunks == [["a"], ["b", "b", "b"], ["c", "c"]]

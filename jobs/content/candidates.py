@@ -14,14 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from scipy import sparse
 
-from jobs.common.chunks import cluster_by_key, whole_key_chunks
+from jobs.common.arrow_chunks import run_codes, sorted_codes, whole_key_tables
+from jobs.common.chunks import cluster_by_key
 from jobs.content.neighbours import COL_NEIGHBOR
 from recsys import schema as S
 
@@ -36,6 +41,14 @@ CANDIDATES_SCHEMA = T.StructType(
         T.StructField(S.COL_ITEM, T.StringType(), False),
         T.StructField("score", T.DoubleType(), False),
         T.StructField("rank", T.IntegerType(), False),
+    ]
+)
+ARROW_SCHEMA = pa.schema(
+    [
+        pa.field(S.COL_USER, pa.string(), False),
+        pa.field(S.COL_ITEM, pa.string(), False),
+        pa.field("score", pa.float64(), False),
+        pa.field("rank", pa.int32(), False),
     ]
 )
 CONFIDENCE_COLUMNS = (S.COL_USER, S.COL_ITEM, "confidence", "last_ts", "purchased")
@@ -135,36 +148,50 @@ def _profile_cosines(
 
 
 def score_users(
-    rows: pd.DataFrame,
+    rows: pa.Table,
     cat: CatalogueArrays,
+    ids: pa.Array,
     *,
     top_n: int,
     recent_items: int,
     exclude_all_seen: bool = False,
-) -> pd.DataFrame:
-    """The content rule of :func:`jobs.content.transforms.content_candidates` for whole users in pandas.
+    active_since_us: int | None = None,
+) -> pa.RecordBatch:
+    """The content rule of :func:`jobs.content.transforms.content_candidates` for whole users, in Arrow and numpy.
 
     Args:
-        rows: ``user_id, product_id, confidence, last_ts, purchased`` of whole users.
+        rows: ``user_id, product_id, confidence, last_ts, purchased`` of whole users, each user's rows
+            contiguous.
         cat: The catalogue arrays.
+        ids: ``cat.ids`` as an Arrow string array (built once per task).
         top_n: Candidates kept per user.
         recent_items: Seeds per user from each of recency and confidence.
         exclude_all_seen: Drop every product the user touched, not only purchased ones.
+        active_since_us: Only users with an event at or after this time (microseconds since the epoch) get
+            candidates; ``None``: every user of ``rows``.
 
     Returns:
         ``user_id, product_id, score, rank`` (rank 1 is the best; ties by product id).
     """
-    user, users = pd.factorize(rows[S.COL_USER], sort=False)
-    user = user.astype(np.int64)
-    item = pd.Index(cat.ids).get_indexer(rows[S.COL_ITEM]).astype(np.int64)
-    conf = rows["confidence"].to_numpy(np.float64)
-    ts = rows["last_ts"].to_numpy("datetime64[ns]").astype(np.int64)
-    # The product id tie-break of the seed order: the catalogue row, unknown products after every known one
-    # (they have no neighbours, so only the slot they take matters) in their id order.
-    pid_rank = pd.Series(rows[S.COL_ITEM]).rank(method="dense").to_numpy(np.int64)
+    user_col = rows.column(S.COL_USER).combine_chunks()
+    item_col = rows.column(S.COL_ITEM).combine_chunks()
+    user = run_codes(user_col)
+    first_row = np.flatnonzero(np.r_[True, user[1:] != user[:-1]]) if len(user) else np.zeros(0, np.int64)
+    n_users = len(first_row)
+    item = pc.fill_null(pc.index_in(item_col, value_set=ids), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    conf = rows.column("confidence").combine_chunks().to_numpy(zero_copy_only=False).astype(np.float64)
+    ts = pc.cast(rows.column("last_ts"), pa.int64()).combine_chunks().to_numpy(zero_copy_only=False)
+    purchased = pc.fill_null(rows.column("purchased"), False).combine_chunks().to_numpy(zero_copy_only=False)
+    # The product id tie-break of the seed order: the id's place among the chunk's ids, so unknown products
+    # (they have no neighbours, so only the slot they take matters) sort among the known ones by id.
+    pid_rank, _ = sorted_codes(item_col)
     recent = _first_ranks(user, [pid_rank, -ts], recent_items)
     by_conf = _first_ranks(user, [pid_rank, -conf], recent_items)
     seed = (recent | by_conf) & (item >= 0)
+    if active_since_us is not None:
+        latest = np.full(n_users, np.iinfo(np.int64).min)
+        np.maximum.at(latest, user, ts)
+        seed &= (latest >= active_since_us)[user]
     s_user, s_item, s_recent = user[seed], item[seed], recent[seed]
     nb = cat.nbr[s_item]
     sim = cat.nbr_score[s_item] * s_recent[:, None]
@@ -179,26 +206,27 @@ def score_users(
     first = np.ones(len(key), dtype=bool)
     first[1:] = key[1:] != key[:-1]
     key, p_sim = key[first], p_sim[first]
-    drop = np.ones(len(rows), dtype=bool) if exclude_all_seen else rows["purchased"].to_numpy(bool)
+    drop = np.ones(len(item), dtype=bool) if exclude_all_seen else purchased.astype(bool)
     drop = drop & (item >= 0)
     key_mask = ~np.isin(key, user[drop] * n + item[drop])
     key, p_sim = key[key_mask], p_sim[key_mask]
     p_user, p_item = key // n, key % n
     known = item >= 0
-    cos = _profile_cosines(user[known], item[known], conf[known], p_user, p_item, len(users), cat)
+    cos = _profile_cosines(user[known], item[known], conf[known], p_user, p_item, n_users, cat)
     score = 0.5 * cos + 0.5 * p_sim
     order = np.lexsort((p_item, -score, p_user))
     p_user, p_item, score = p_user[order], p_item[order], score[order]
     starts = np.r_[0, np.flatnonzero(p_user[1:] != p_user[:-1]) + 1] if len(p_user) else np.zeros(0, int)
     rank = np.arange(len(p_user)) - np.repeat(starts, np.diff(np.r_[starts, len(p_user)])) + 1
     keep = rank <= top_n
-    return pd.DataFrame(
-        {
-            S.COL_USER: np.asarray(users, dtype=object)[p_user[keep]],
-            S.COL_ITEM: cat.ids[p_item[keep]],
-            "score": score[keep],
-            "rank": rank[keep].astype(np.int32),
-        }
+    return pa.RecordBatch.from_arrays(
+        [
+            user_col.take(pa.array(first_row[p_user[keep]])),
+            ids.take(pa.array(p_item[keep])),
+            pa.array(score[keep], pa.float64()),
+            pa.array(rank[keep], pa.int32()),
+        ],
+        schema=ARROW_SCHEMA,
     )
 
 
@@ -210,6 +238,7 @@ def content_candidates_broadcast(
     recent_items: int,
     partitions: int,
     exclude_all_seen: bool = False,
+    active_since: datetime | None = None,
     chunk_rows: int = CHUNK_ROWS,
 ) -> DataFrame:
     """:func:`score_users` over user-clustered partitions of ``confidence``, the catalogue broadcast once.
@@ -221,6 +250,8 @@ def content_candidates_broadcast(
         recent_items: Seeds per user from each of recency and confidence.
         partitions: Partitions of the per-user shuffle.
         exclude_all_seen: Drop every product the user touched, not only purchased ones.
+        active_since: Only users with an event at or after this time (``last_ts``) get candidates; ``None``:
+            every user of ``confidence``. Filtering here saves the job a second aggregation of the events.
         chunk_rows: Confidence rows per kernel call.
 
     Returns:
@@ -232,11 +263,23 @@ def content_candidates_broadcast(
     if top_n <= 0 or recent_items <= 0:
         raise ValueError(f"top_n and recent_items must be positive (got {top_n}, {recent_items})")
     bc = confidence.sparkSession.sparkContext.broadcast(cat)
+    since = None if active_since is None else int(active_since.timestamp() * 1_000_000)
 
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         arrays = bc.value
-        for chunk in whole_key_chunks(batches, S.COL_USER, chunk_rows):
-            yield score_users(chunk, arrays, top_n=top_n, recent_items=recent_items, exclude_all_seen=exclude_all_seen)
+        ids = pa.array(arrays.ids, pa.string())
+        for chunk in whole_key_tables(batches, S.COL_USER, chunk_rows):
+            yield score_users(
+                chunk,
+                arrays,
+                ids,
+                top_n=top_n,
+                recent_items=recent_items,
+                exclude_all_seen=exclude_all_seen,
+                active_since_us=since,
+            )
 
-    clustered = cluster_by_key(confidence.select(*CONFIDENCE_COLUMNS), S.COL_USER, partitions)
-    return clustered.mapInPandas(run, CANDIDATES_SCHEMA)
+    columns = [F.col(c) for c in CONFIDENCE_COLUMNS]
+    columns[CONFIDENCE_COLUMNS.index("last_ts")] = F.unix_micros("last_ts").alias("last_ts")
+    clustered = cluster_by_key(confidence.select(*columns), S.COL_USER, partitions)
+    return clustered.mapInArrow(run, CANDIDATES_SCHEMA)

@@ -111,8 +111,6 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
         as_of = last_ts.replace(tzinfo=UTC) if last_ts is not None else started
         conf = interaction_confidence(events, cfg=cfg.events, as_of=as_of)
         active_since = as_of - timedelta(days=cfg.als.active_window_days)
-        active = conf.where(F.col("last_ts") >= F.lit(active_since)).select(S.COL_USER).distinct()
-        active_conf = conf.join(active, S.COL_USER, "left_semi")
         if n_products <= c.broadcast_max_products:
             log.info("content candidates: numpy with the catalogue broadcast (%d products)", n_products)
             cat = catalogue_arrays(
@@ -120,11 +118,12 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
                 nbrs.select(S.COL_ITEM, COL_NEIGHBOR, "score").toPandas(),
             )
             cands = content_candidates_broadcast(
-                active_conf,
+                conf,
                 cat,
                 top_n=c.top_n,
                 recent_items=c.recent_items,
                 partitions=cfg.spark.shuffle_partitions,
+                active_since=active_since,
             )
         else:
             log.info(
@@ -132,8 +131,13 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
                 n_products,
                 c.broadcast_max_products,
             )
+            active = conf.where(F.col("last_ts") >= F.lit(active_since)).select(S.COL_USER).distinct()
             cands = content_candidates(
-                active_conf, nbrs, vector_entries(feats), top_n=c.top_n, recent_items=c.recent_items
+                conf.join(active, S.COL_USER, "left_semi"),
+                nbrs,
+                vector_entries(feats),
+                top_n=c.top_n,
+                recent_items=c.recent_items,
             )
         cands = cands.withColumn("model_version", F.lit(version))
         lake.overwrite_version(cands, cfg.table_path(lake.CONTENT_CANDIDATES))

@@ -29,6 +29,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from jobs.common.arrow_chunks import run_codes, sorted_codes, whole_key_tables
 from jobs.common.chunks import cluster_by_key
 
 COL_I, COL_J = "_i", "_j"
@@ -36,37 +37,6 @@ PAIR_SCHEMA = T.StructType([T.StructField(COL_I, T.IntegerType(), False), T.Stru
 # Input rows (user, product) per call of the crossing kernel, and (i, j) rows per call of the ranking kernel.
 CHUNK_ROWS = 100_000
 PAIR_CHUNK_ROWS = 2_000_000
-
-
-def _run_codes(col: pa.ChunkedArray) -> np.ndarray:
-    """Run number of each value of a column whose equal values are contiguous (compared in Arrow)."""
-    col = col.combine_chunks()
-    if len(col) < 2:
-        return np.zeros(len(col), dtype=np.int64)
-    changed = pc.not_equal(col.slice(1), col.slice(0, len(col) - 1)).to_numpy(zero_copy_only=False)
-    return np.concatenate([[0], np.cumsum(changed)]).astype(np.int64)
-
-
-def _whole_key_tables(batches: Iterable[pa.RecordBatch], key: str, chunk_rows: int) -> Iterator[pa.Table]:
-    pending: list[pa.RecordBatch] = []
-    rows = 0
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        pending.append(batch)
-        rows += batch.num_rows
-        if rows < chunk_rows:
-            continue
-        table = pa.Table.from_batches(pending)
-        col = table.column(key)
-        tail = pc.equal(col, col[-1]).combine_chunks().to_numpy(zero_copy_only=False)
-        cut = int(np.argmax(tail))
-        pending = table.slice(cut).to_batches()
-        rows = table.num_rows - cut
-        if cut:
-            yield table.slice(0, cut)
-    if rows:
-        yield pa.Table.from_batches(pending)
 
 
 def capped_codes(user: np.ndarray, item: np.ndarray, ts: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -142,23 +112,16 @@ def top_neighbors(
     return a[keep], b[keep], score[keep]
 
 
-def _sorted_codes(col: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """Codes of a string column in the sorted order of its distinct values, and those values."""
-    uniq = pc.unique(col)
-    uniq = uniq.take(pc.sort_indices(uniq))
-    return pc.index_in(col, value_set=uniq).combine_chunks().to_numpy(zero_copy_only=False).astype(np.int64), uniq
-
-
 def _capped(chunk: pa.Table, col_user: str, col_item: str, cap: int) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     """The capped ``(user, item)`` codes of a chunk of whole users, and the chunk's sorted product ids."""
-    item, ids = _sorted_codes(chunk.column(col_item))
+    item, ids = sorted_codes(chunk.column(col_item))
     ts = pc.fill_null(chunk.column("_ts"), 0).combine_chunks().to_numpy(zero_copy_only=False).astype(np.int64)
-    user, item = capped_codes(_run_codes(chunk.column(col_user)), item, ts, cap)
+    user, item = capped_codes(run_codes(chunk.column(col_user)), item, ts, cap)
     return user, item, ids
 
 
 def _supports(batches: Iterable[pa.RecordBatch], *, col_user: str, col_item: str, cap: int) -> Iterator[pa.RecordBatch]:
-    for chunk in _whole_key_tables(batches, col_user, CHUNK_ROWS):
+    for chunk in whole_key_tables(batches, col_user, CHUNK_ROWS):
         _, item, ids = _capped(chunk, col_user, col_item, cap)
         yield pa.RecordBatch.from_arrays([ids.take(pa.array(item))], names=[col_item])
 
@@ -166,7 +129,7 @@ def _supports(batches: Iterable[pa.RecordBatch], *, col_user: str, col_item: str
 def _cross(
     batches: Iterable[pa.RecordBatch], ids: pa.Array, *, col_user: str, col_item: str, cap: int
 ) -> Iterator[pa.RecordBatch]:
-    for chunk in _whole_key_tables(batches, col_user, CHUNK_ROWS):
+    for chunk in whole_key_tables(batches, col_user, CHUNK_ROWS):
         user, item, local = _capped(chunk, col_user, col_item, cap)
         # The chunk's ids to the global numbers (every id of the pairs is in ``ids``).
         glob = pc.index_in(local, value_set=ids).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -177,7 +140,7 @@ def _cross(
 def _rank(
     batches: Iterable[pa.RecordBatch], ids: pa.Array, support: np.ndarray, *, m: int, col_item: str, col_nbr: str
 ) -> Iterator[pa.RecordBatch]:
-    for chunk in _whole_key_tables(batches, COL_I, PAIR_CHUNK_ROWS):
+    for chunk in whole_key_tables(batches, COL_I, PAIR_CHUNK_ROWS):
         a, b, score = top_neighbors(
             chunk.column(COL_I).to_numpy(zero_copy_only=False),
             chunk.column(COL_J).to_numpy(zero_copy_only=False),

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 
 from jobs.common.chunks import whole_key_chunks
 from jobs.common.confidence import interaction_confidence
@@ -44,14 +45,21 @@ def random_events(rng: random.Random, users: int, products: list[tuple]) -> list
     return out
 
 
-def both_paths(spark, products, evs, *, k, top_n, recent_items, exclude_all_seen=False, chunk_rows=7):
+def both_paths(
+    spark, products, evs, *, k, top_n, recent_items, exclude_all_seen=False, chunk_rows=7, active_since=None
+):
     feats = product_features(
         spark.createDataFrame(products, PRODUCT_SCHEMA), weights=ContentWeights(), title_features=256
     ).cache()
     nbrs = similar_items(feats, k=k, tables=2, bits=8, window=100).cache()
     conf = interaction_confidence(spark.createDataFrame(evs, EVENT_SCHEMA), cfg=EventsConfig(), as_of=AS_OF)
+    active = conf
+    if active_since is not None:
+        # The content job's join path: the users with an event in the window, by a semi-join.
+        users = conf.where(F.col("last_ts") >= F.lit(active_since)).select("user_id").distinct()
+        active = conf.join(users, "user_id", "left_semi")
     want = content_candidates(
-        conf,
+        active,
         nbrs,
         vector_entries(feats),
         top_n=top_n,
@@ -66,6 +74,7 @@ def both_paths(spark, products, evs, *, k, top_n, recent_items, exclude_all_seen
         recent_items=recent_items,
         partitions=3,
         exclude_all_seen=exclude_all_seen,
+        active_since=active_since,
         chunk_rows=chunk_rows,
     )
     cols = ["user_id", "product_id", "score", "rank"]
@@ -100,6 +109,18 @@ def test_same_rows_as_the_join_version_on_random_data(spark, exclude_all_seen):
     want, got = both_paths(spark, products, evs, k=8, top_n=6, recent_items=2, exclude_all_seen=exclude_all_seen)
     assert_same(want, got)
     assert got.groupby("user_id")["rank"].max().max() == 6
+
+
+def test_only_users_active_since_the_window_start_get_candidates(spark):
+    rng = random.Random(11)
+    products = random_catalogue(rng, 40)
+    evs = random_events(rng, 20, products)
+    since = AS_OF - timedelta(days=10)
+    want, got = both_paths(spark, products, evs, k=6, top_n=5, recent_items=2, active_since=since)
+    assert_same(want, got)
+    active = {u for u, pid, _, _, ts in evs if ts >= since.replace(tzinfo=None) and pid != "gone-product"}
+    assert set(got["user_id"]) == active
+    assert len(active) < 20
 
 
 def test_catalogue_arrays_pack_neighbours_in_rows():

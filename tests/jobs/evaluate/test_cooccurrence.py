@@ -41,15 +41,3 @@ def test_top_neighbors_rank_cosines_with_ties_on_the_neighbour():
         (2, 0, 1 / np.sqrt(2)),
         (3, 0, 1 / np.sqrt(2)),
     ]
-
-
-def test_whole_key_tables_never_split_a_key():
-    import pyarrow as pa
-
-    batches = [
-        pa.record_batch({"u": ["a", "b"]}),
-        pa.record_batch({"u": ["b", "b", "c"]}),
-        pa.record_batch({"u": ["c"]}),
-    ]
-    chunks = [t.column("u").to_pylist() for t in co._whole_key_tables(batches, "u", 2)]
-    assert chunks == [["a"], ["b", "b", "b"], ["c", "c"]]

@@ -30,6 +30,8 @@ ITEMKNN_NEIGHBORS = "itemknn_neighbors"
 RECOMMENDATIONS = "recommendations"
 POPULAR = "popular"
 RUNS = "runs"
+# Columns with Delta file statistics in derived tables (overwrite_version): the first, their key.
+DERIVED_STATS_COLUMNS = 1
 
 INTERACTIONS_SCHEMA = T.StructType(
     [
@@ -171,8 +173,18 @@ def overwrite_version(df: DataFrame, path: str, *, partition_by: Sequence[str] =
     the DataFrame's last shuffle (``spark.sql.shuffle.partitions`` at most, fewer once adaptive execution
     coalesces them), already few, so the optimized write's extra shuffle of every row would buy nothing.
     Partitioned tables keep it (one file per touched partition instead of one per task and partition).
+
+    Delta keeps file statistics (min, max, nulls) on the first column only (``user_id`` or ``product_id`` in
+    the per-user and per-product tables), which is what a lookup of one user or product skips files by; by
+    default it computes them on the first 32 columns, which made the candidate tables' writes slower,
+    and the jobs read these tables whole.
     """
-    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    writer = (
+        df.write.format("delta")
+        .mode("overwrite")
+        .option("overwriteSchema", "true")
+        .option("delta.dataSkippingNumIndexedCols", str(DERIVED_STATS_COLUMNS))
+    )
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     else:

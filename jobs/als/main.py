@@ -172,8 +172,11 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
             spark, cfg.table_path(lake.ITEM_INDEX), ratings, col_id=S.COL_ITEM, col_idx=tr.COL_ITEM_IDX
         ).cache()
         train = tr.indexed_ratings(ratings, users, items).cache()
-        counts["users"] = train.select(tr.COL_USER_IDX).distinct().count()
-        counts["items"] = train.select(tr.COL_ITEM_IDX).distinct().count()
+        sizes = train.agg(
+            F.countDistinct(tr.COL_USER_IDX).alias("users"), F.countDistinct(tr.COL_ITEM_IDX).alias("items")
+        ).first()
+        assert sizes is not None  # an aggregate always has one row
+        counts["users"], counts["items"] = int(sizes["users"]), int(sizes["items"])
     with stages("fit"):
         model = build_als(acfg).fit(train)
         user_f = tr.factors_table(
@@ -197,9 +200,15 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
             spark, cfg, model, train, subset, items, item_f, n_items=counts["items"], model_version=version
         )
         cand_table = lake.read_table(spark, cfg.table_path(lake.CF_CANDIDATES))
-        counts["candidate_rows"] = cand_table.count()
-        counts["candidate_users"] = cand_table.select(S.COL_USER).distinct().count()
-        counts["candidate_products"] = cand_table.select(S.COL_ITEM).distinct().count()
+        written = cand_table.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.countDistinct(S.COL_USER).alias("users"),
+            F.countDistinct(S.COL_ITEM).alias("products"),
+        ).first()
+        assert written is not None  # an aggregate always has one row
+        counts["candidate_rows"] = int(written["rows"])
+        counts["candidate_users"] = int(written["users"])
+        counts["candidate_products"] = int(written["products"])
     # Cheap health signals of the run; offline quality comes from ./spark-submit.sh evaluate.
     metrics = {
         "catalogue_coverage": counts["candidate_products"] / counts["items"],

@@ -8,28 +8,38 @@ execution memory on a 3 GB driver. Everything it joins on the product side is sm
 catalogue (category, availability), the item-kNN neighbour lists and the popular head. So here those are
 packed into numpy arrays (:class:`BlendCatalogue`), broadcast once, and each user's history rows and CF and
 content candidates travel together through one shuffle (:func:`jobs.common.chunks.cluster_by_key`) into
-``mapInPandas``, where :func:`score_chunk` computes the item-kNN and popular candidates and calls the shared
+``mapInArrow``, where :func:`score_chunk` computes the item-kNN and popular candidates and calls the shared
 :func:`recsys.blend_arrays.blend_arrays` (the function the API's on-demand path calls). Same rule and same
 lists as the join version (tested); the job falls back to it when the catalogue passes
 ``blend.broadcast_max_products``.
+
+The kernel stays in Arrow and numpy (:mod:`jobs.common.arrow_chunks`): no pandas conversion of the millions
+of rows, product ids coded with ``pyarrow.compute.index_in``, users coded by their runs (a user's rows are
+contiguous), and the lists built as Arrow list arrays over offsets, so no Python object is made per row or
+per shown product.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
 
-from jobs.blend.transforms import RECOMMENDATIONS_SCHEMA
-from jobs.common.chunks import cluster_by_key, whole_key_chunks
+from jobs.blend import transforms as tr
+from jobs.common.arrow_chunks import run_codes, whole_key_tables
+from jobs.common.chunks import cluster_by_key
 from jobs.evaluate.baselines import COL_NEIGHBOR
 from recsys import blend as B
 from recsys import schema as S
-from recsys.blend_arrays import SOURCES, blend_arrays
+from recsys.blend_arrays import SOURCES, Blended, blend_arrays
 from recsys.config import BlendConfig
 
 COL_KIND = "kind"
@@ -39,6 +49,8 @@ _ITEMKNN = SOURCES.index("itemknn")
 _POPULAR = SOURCES.index("popular")
 # Rows (history plus candidates) per kernel call: a few hundred users.
 CHUNK_ROWS = 200_000
+# What the kernel returns to mapInArrow: RECOMMENDATIONS_SCHEMA in Arrow, list items non-null.
+ARROW_SCHEMA = to_arrow_schema(tr.RECOMMENDATIONS_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,12 @@ class BlendCatalogue:
     knn_score: np.ndarray
     popular_item: np.ndarray
     popular_score: np.ndarray
+
+    @cached_property
+    def id_array(self) -> pa.StringArray:
+        """``ids`` as an Arrow array, built once per copy of the catalogue on first use (in each Python worker,
+        after the broadcast is read): the kernel looks product ids up in it and takes the shown ids from it."""
+        return pa.array(self.ids, type=pa.string())
 
 
 def blend_catalogue(products: pd.DataFrame, knn: pd.DataFrame, popular: pd.DataFrame) -> BlendCatalogue:
@@ -177,87 +195,144 @@ def itemknn_candidates(
     return user[keep], item[keep], sums[keep]
 
 
-def score_chunk(rows: pd.DataFrame, cat: BlendCatalogue, *, cfg: BlendConfig, itemknn_k: int) -> pd.DataFrame:
+def _column(rows: pa.Table, name: str) -> pa.Array:
+    return rows.column(name).combine_chunks()
+
+
+def _index_in(values: pa.Array, value_set: pa.Array) -> np.ndarray:
+    """Position of each value in ``value_set``, -1 when absent (a null matches a null of ``value_set``)."""
+    if value_set.type != values.type:
+        value_set = value_set.cast(values.type)
+    found = pc.index_in(values, value_set=value_set)
+    return pc.fill_null(found, -1).to_numpy().astype(np.int64)
+
+
+def _flags(rows: pa.Table, name: str) -> np.ndarray:
+    return pc.fill_null(_column(rows, name), False).to_numpy(zero_copy_only=False)
+
+
+def _product_codes(
+    pid: pa.Array, kind: np.ndarray, cat: BlendCatalogue
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the catalogue row of its product; returns ``(code, items, listed, category)``.
+
+    Candidate products outside the catalogue still count in their source's normalisation; they get codes
+    after the catalogue's (unlisted, no category) and are dropped by the filter as in the join version. A
+    history product outside the catalogue gets the code of such a candidate when there is one, else -1.
+    """
+    code = _index_in(pid, cat.id_array)
+    unknown = (code < 0) & (kind != HISTORY)
+    if not unknown.any():
+        return code, cat.ids, cat.listed, cat.category
+    extra = pc.unique(pid.filter(pa.array(unknown)))
+    n = len(cat.ids)
+    code[unknown] = n + _index_in(pid.filter(pa.array(unknown)), extra)
+    hist_unknown = (code < 0) & (kind == HISTORY)
+    found = _index_in(pid.filter(pa.array(hist_unknown)), extra)
+    code[np.flatnonzero(hist_unknown)[found >= 0]] = n + found[found >= 0]
+    items = np.concatenate([cat.ids, extra.to_numpy(zero_copy_only=False).astype(object)])
+    listed = np.concatenate([cat.listed, np.zeros(len(extra), dtype=bool)])
+    category = np.concatenate([cat.category, np.full(len(extra), -1, dtype=np.int64)])
+    return code, items, listed, category
+
+
+def _list_array(offsets: pa.Array, values: pa.Array, field: pa.Field) -> pa.ListArray:
+    return pa.ListArray.from_arrays(offsets, values, type=field.type)
+
+
+def _candidates(
+    user: np.ndarray,
+    code: np.ndarray,
+    kind: np.ndarray,
+    score: np.ndarray,
+    n_users: int,
+    cat: BlendCatalogue,
+    *,
+    itemknn_k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(user, item, source, score)`` of every candidate: the CF and content rows, the item-kNN candidates of
+    the history rows (catalogue products only) and the popular head for every user."""
+    hist = kind == HISTORY
+    hist_item = code[hist]
+    knn_user, knn_item, knn_score = itemknn_candidates(
+        user[hist], np.where(hist_item < len(cat.ids), hist_item, -1), cat, k=itemknn_k
+    )
+    cand = ~hist
+    n_pop = len(cat.popular_item)
+    return (
+        np.concatenate([user[cand], knn_user, np.repeat(np.arange(n_users), n_pop)]),
+        np.concatenate([code[cand], knn_item, np.tile(cat.popular_item, n_users)]),
+        np.concatenate(
+            [
+                np.where(kind[cand] == CF, _KIND_SOURCE[CF], _KIND_SOURCE[CONTENT]),
+                np.full(len(knn_user), _ITEMKNN),
+                np.full(n_users * n_pop, _POPULAR),
+            ]
+        ),
+        np.concatenate([score[cand], knn_score, np.tile(cat.popular_score, n_users)]),
+    )
+
+
+def _lists(user_ids: pa.Array, out: Blended, cat: BlendCatalogue) -> pa.RecordBatch:
+    """One :data:`ARROW_SCHEMA` row per user code (``user_ids``), from :func:`blend_arrays`' output; a user
+    with nothing shown gets empty lists."""
+    # out runs by user code; codes past the catalogue's are unlisted, so every item shown is a catalogue row.
+    offsets = pa.array(np.searchsorted(out.user, np.arange(len(user_ids) + 1)).astype(np.int32))
+    schema = ARROW_SCHEMA
+    return pa.RecordBatch.from_arrays(
+        [
+            user_ids.cast(schema.field(S.COL_USER).type),
+            _list_array(offsets, cat.id_array.take(pa.array(out.item)), schema.field(tr.COL_PRODUCT_IDS)),
+            _list_array(offsets, pa.array(out.score.astype(np.float32)), schema.field(tr.COL_SCORES)),
+            _list_array(offsets, pa.array(out.sources.astype(np.int32)), schema.field(tr.COL_SOURCES)),
+        ],
+        schema=schema,
+    )
+
+
+def score_chunk(rows: pa.Table, cat: BlendCatalogue, *, cfg: BlendConfig, itemknn_k: int) -> pa.RecordBatch:
     """The blended lists of the whole users of ``rows`` (history rows and CF/content candidate rows).
 
     Args:
-        rows: ``user_id, product_id, kind, score, purchased, viewed`` (:func:`blend_rows`).
+        rows: ``user_id, product_id, kind, score, purchased, viewed`` (:func:`blend_rows`), each user's rows
+            contiguous (:func:`jobs.common.arrow_chunks.whole_key_tables`). Rows without a user are ignored.
         cat: The broadcast product side.
         cfg: The ``blend`` configuration.
         itemknn_k: Item-kNN candidates per user (``blend.itemknn_top_n``).
 
     Returns:
-        ``user_id, product_ids, scores, sources`` (:data:`jobs.blend.transforms.RECOMMENDATIONS_SCHEMA`), one
-        row per user of ``rows``; a user whose every candidate is filtered out gets empty lists.
+        ``user_id, product_ids, scores, sources`` (:data:`ARROW_SCHEMA`), one row per user of ``rows`` in
+        order of appearance; a user whose every candidate is filtered out gets empty lists.
+
+    Example:
+        >>> batch = score_chunk(pa.Table.from_batches(batches), cat, cfg=BlendConfig(), itemknn_k=100)
     """
-    user, users = pd.factorize(rows[S.COL_USER])
-    user = user.astype(np.int64)
-    n_users = len(users)
-    kind = rows[COL_KIND].to_numpy(np.int64)
-    pid = rows[S.COL_ITEM].to_numpy(object)
-    base = pd.Index(cat.ids)
-    code = base.get_indexer(pid).astype(np.int64)
-    # Candidate products outside the catalogue still count in their source's normalisation; they get codes
-    # after the catalogue's (unlisted, no category) and are dropped by the filter as in the join version.
-    unknown = (code < 0) & (kind != HISTORY)
-    extra = pd.unique(pid[unknown])
-    items, listed, category = cat.ids, cat.listed, cat.category
-    if len(extra):
-        code[unknown] = len(cat.ids) + pd.Index(extra).get_indexer(pid[unknown])
-        items = np.concatenate([cat.ids, np.asarray(extra, dtype=object)])
-        listed = np.concatenate([cat.listed, np.zeros(len(extra), dtype=bool)])
-        category = np.concatenate([cat.category, np.full(len(extra), -1, dtype=np.int64)])
-        hist_unknown = (code < 0) & (kind == HISTORY)
-        found = pd.Index(extra).get_indexer(pid[hist_unknown])
-        code[np.flatnonzero(hist_unknown)[found >= 0]] = len(cat.ids) + found[found >= 0]
+    users = _column(rows, S.COL_USER)
+    if users.null_count:
+        rows = rows.filter(pc.is_valid(users))
+        users = _column(rows, S.COL_USER)
+    # A user's rows are contiguous, so its run is its code: codes in order of appearance, as pd.factorize.
+    user = run_codes(users)
+    user_ids = users.take(pa.array(np.flatnonzero(np.diff(user, prepend=-1))))
+    n_users = len(user_ids)
+    kind = _column(rows, COL_KIND).to_numpy(zero_copy_only=False).astype(np.int64)
+    code, items, listed, category = _product_codes(_column(rows, S.COL_ITEM), kind, cat)
     hist = kind == HISTORY
     hist_user, hist_item = user[hist], code[hist]
-    counts = np.bincount(hist_user, minlength=n_users).astype(np.float64)
-    cand = ~hist
-    knn_user, knn_item, knn_score = itemknn_candidates(
-        hist_user, np.where(hist_item < len(cat.ids), hist_item, -1), cat, k=itemknn_k
-    )
-    n_pop = len(cat.popular_item)
-    c_user = np.concatenate([user[cand], knn_user, np.repeat(np.arange(n_users), n_pop)])
-    c_item = np.concatenate([code[cand], knn_item, np.tile(cat.popular_item, n_users)])
-    c_source = np.concatenate(
-        [
-            np.where(kind[cand] == CF, _KIND_SOURCE[CF], _KIND_SOURCE[CONTENT]),
-            np.full(len(knn_user), _ITEMKNN),
-            np.full(n_users * n_pop, _POPULAR),
-        ]
-    )
-    c_score = np.concatenate(
-        [rows[B.COL_SCORE].to_numpy(np.float64)[cand], knn_score, np.tile(cat.popular_score, n_users)]
-    )
+    score = _column(rows, B.COL_SCORE).to_numpy(zero_copy_only=False)  # nulls (history rows) as NaN
     out = blend_arrays(
-        c_user,
-        c_item,
-        c_source,
-        c_score,
+        *_candidates(user, code, kind, score, n_users, cat, itemknn_k=itemknn_k),
         items=items,
         listed=listed,
         category=category,
-        counts=counts,
+        counts=np.bincount(hist_user, minlength=n_users).astype(np.float64),
         cfg=cfg,
         hist_user=hist_user,
         hist_item=hist_item,
-        purchased=rows[B.COL_PURCHASED].astype("boolean").fillna(False).to_numpy(bool)[hist],
-        viewed=rows[B.COL_VIEWED].astype("boolean").fillna(False).to_numpy(bool)[hist],
+        purchased=_flags(rows, B.COL_PURCHASED)[hist],
+        viewed=_flags(rows, B.COL_VIEWED)[hist],
     )
-    bounds = np.searchsorted(out.user, np.arange(n_users + 1))
-    ids = items[out.item]
-    scores = out.score.astype(np.float32)
-    sources = out.sources.astype(np.int32)
-    spans = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
-    return pd.DataFrame(
-        {
-            S.COL_USER: np.asarray(users, dtype=object),
-            "product_ids": [ids[a:b].tolist() for a, b in spans],
-            "scores": [scores[a:b].tolist() for a, b in spans],
-            "sources": [sources[a:b].tolist() for a, b in spans],
-        }
-    )
+    return _lists(user_ids, out, cat)
 
 
 def blend_rows(history: DataFrame, cf: DataFrame | None, content: DataFrame | None) -> DataFrame:
@@ -312,9 +387,9 @@ def blend_users_broadcast(
     B.check_config(cfg)
     bc = rows.sparkSession.sparkContext.broadcast(cat)
 
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         arrays = bc.value
-        for chunk in whole_key_chunks(batches, S.COL_USER, chunk_rows):
+        for chunk in whole_key_tables(batches, S.COL_USER, chunk_rows):
             yield score_chunk(chunk, arrays, cfg=cfg, itemknn_k=itemknn_k)
 
-    return cluster_by_key(rows, S.COL_USER, partitions).mapInPandas(run, RECOMMENDATIONS_SCHEMA)
+    return cluster_by_key(rows, S.COL_USER, partitions).mapInArrow(run, tr.RECOMMENDATIONS_SCHEMA)

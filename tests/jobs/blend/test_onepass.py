@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from jobs.blend import onepass
@@ -148,3 +149,40 @@ def test_may_be_top_keeps_every_row_of_the_top_k_ties_included(k):
         assert kept.sum() < len(user) / 2  # it does prune
     else:
         assert kept.all() == (k == 500)
+
+
+def test_score_chunk_counts_unknown_candidates_then_drops_them_and_returns_arrow_lists():
+    empty = pd.Series([], dtype=object)
+    cat = onepass.blend_catalogue(
+        pd.DataFrame({"product_id": ["a", "b", "c"], "category": ["x", "y", "x"], "available": [True, True, False]}),
+        pd.DataFrame({"product_id": empty, "neighbor_id": empty, "score": pd.Series([], dtype=float)}),
+        pd.DataFrame({"product_id": empty, "score": pd.Series([], dtype=float)}),
+    )
+    hist, cf, content = onepass.HISTORY, onepass.CF, onepass.CONTENT
+    none = [None] * 7
+    rows = pa.table(
+        {
+            # u1 bought a, its only catalogue candidate; u3's ghost (outside the catalogue) sets the CF max.
+            "user_id": ["u1", "u1", "u1", "u3", "u3", "u2", "u2", "u2"],
+            "product_id": ["a", "a", "ghost", "b", "ghost", "b", "c", "b"],
+            "kind": pa.array([hist, cf, cf, cf, cf, cf, cf, content], pa.int8()),
+            "score": [None, 2.0, 1.0, 1.0, 3.0, 1.0, 0.5, 0.3],
+            "purchased": [True, *none],
+            "viewed": [True, *none],
+        }
+    )
+    cfg = BlendConfig(cold_start_min_interactions=0)
+    got = onepass.score_chunk(rows, cat, cfg=cfg, itemknn_k=5)
+    assert got.schema == onepass.ARROW_SCHEMA
+    assert got.column("product_ids").type.value_field.nullable is False
+    # u1: empty lists, not null; u3: b is the CF min next to the ghost (0.0); u2: c is unavailable.
+    assert got.to_pylist() == [
+        {"user_id": "u1", "product_ids": [], "scores": [], "sources": []},
+        {"user_id": "u3", "product_ids": ["b"], "scores": [0.0], "sources": [SOURCE_BITS["cf"]]},
+        {
+            "user_id": "u2",
+            "product_ids": ["b"],
+            "scores": [pytest.approx(cfg.weight_cf + cfg.weight_content)],
+            "sources": [SOURCE_BITS["cf"] | SOURCE_BITS["content"]],
+        },
+    ]

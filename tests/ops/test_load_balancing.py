@@ -3,6 +3,7 @@ crashed instance nor a Redis restart costs a GET."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -22,9 +23,11 @@ PATHS = [f"/v1/users/{u}/recommendations" for u in USERS] + ["/v1/popular", "/v1
 class Answer:
     at: float
     path: str
-    status: int  # 0: no HTTP answer at all (connection error or timeout)
+    status: int  # 0: no complete HTTP answer (connection error, timeout, or an answer cut short)
     served_by: str
     degraded: bool
+    end: float = 0.0
+    error: str = ""  # the exception's class name when status is 0
 
 
 def traffic(
@@ -42,12 +45,16 @@ def traffic(
             path = PATHS[i % len(PATHS)]
             i += threads
             t = time.monotonic() - start
+            error = ""
             try:
                 status, headers = http("GET", base + path, timeout=10)
-            except OSError:
-                status, headers = 0, {}
+            except (OSError, http.client.HTTPException) as exc:  # a cut answer raises IncompleteRead
+                status, headers, error = 0, {}, type(exc).__name__
+            end = time.monotonic() - start
             with lock:
-                out.append(Answer(t, path, status, headers.get("X-Served-By", ""), "X-Degraded" in headers))
+                out.append(
+                    Answer(t, path, status, headers.get("X-Served-By", ""), "X-Degraded" in headers, end, error)
+                )
 
     pool = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
     for t in pool:
@@ -93,24 +100,32 @@ def test_redis_restart_while_serving_gives_no_5xx(stack: Stack) -> None:
     assert status == 202
 
 
-def test_both_instances_serve_and_killing_one_under_load_fails_no_get(stack: Stack) -> None:
+def test_both_instances_serve_and_a_kill_under_load_fails_only_answers_it_cut(stack: Stack) -> None:
+    """No GET fails except, at most one per client thread, a GET in flight at the instant of the SIGKILL whose
+    answer the killed worker had begun to send: nginx retries a request only while nothing of its answer has
+    gone to the client (docs/operations.md, "Load balancing")."""
     pids = [api.pids() for api in stack.apis]
     assert all(pids) and not pids[0] & pids[1]
     killed_at: list[float] = []
+    kill_started: list[float] = []
 
     def kill(start: float) -> None:
         time.sleep(3.0)
+        kill_started.append(time.monotonic() - start)
         stack.kill_api(0)
         killed_at.append(time.monotonic() - start)
 
-    answers = traffic(stack.base, 8.0, at=kill)
+    threads = 4
+    answers = traffic(stack.base, 8.0, threads=threads, at=kill)
     bad = [a for a in answers if a.status != 200]
-    assert bad == [], f"{len(bad)} of {len(answers)} GETs failed, first: {bad[:3]}"
+    cut = [a for a in bad if a.status == 0 and a.at <= killed_at[0] and a.end >= kill_started[0]]
+    assert len(cut) <= threads and bad == cut, f"{len(bad)} of {len(answers)} GETs failed, first: {bad[:3]}"
     before = [a for a in answers if a.at < killed_at[0] - 0.5]
     after = [a for a in answers if a.at > killed_at[0] + 0.5]
     served_before = {i for a in before for i, p in enumerate(pids) if _pid(a.served_by) in p}
     assert served_before == {0, 1}, "both instances take traffic before the kill"
     assert after and all(_pid(a.served_by) in pids[1] for a in after)
     print(
-        f"\nload balancing: {len(answers)} GETs, {len(before)} before the kill, {len(after)} after, 0 failed"
+        f"\nload balancing: {len(answers)} GETs, {len(before)} before the kill, {len(after)} after, "
+        f"{len(cut)} cut at the kill ({', '.join(a.error for a in cut) or 'none'}), no other failed"
     )

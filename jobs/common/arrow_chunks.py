@@ -17,8 +17,9 @@ import pyarrow.compute as pc
 
 
 def whole_key_tables(batches: Iterable[pa.RecordBatch], key: str, chunk_rows: int) -> Iterator[pa.Table]:
-    """Regroups key-clustered batches into tables of whole keys of at least ``chunk_rows`` rows (the last may
-    be smaller); the last key of a buffer is held back until the next batch.
+    """Regroups key-clustered batches into tables of whole keys: once ``chunk_rows`` rows are buffered, all but
+    the buffer's last key are yielded (so a table may hold fewer rows than ``chunk_rows``) and the last key
+    waits for the next batch. The key column must hold no nulls.
 
     Example:
         >>> batches = [pa.record_batch({"u": ["a", "b"]}), pa.record_batch({"u": ["b", "c"]})]

@@ -37,8 +37,9 @@ def cluster_by_key(df: DataFrame, key: str, partitions: int) -> DataFrame:
 
 
 def whole_key_chunks(batches: Iterable[pd.DataFrame], key: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """Regroups key-clustered batches into chunks of whole keys of at least ``chunk_rows`` rows (the last may
-    be smaller).
+    """Regroups key-clustered batches into chunks of whole keys: once ``chunk_rows`` rows are buffered, all
+    but the buffer's last key are yielded (so a chunk may hold fewer rows than ``chunk_rows``) and the last
+    key waits for the next batch.
 
     Example:
         >>> parts = [pd.DataFrame({"u": ["a", "b"]}), pd.DataFrame({"u": ["b", "c"]})]

@@ -5,7 +5,7 @@
 entries), which took 150 s for 25,887 users at 1M events (``bench/pipeline.py``). The catalogue side of the
 rule (the product vectors and the neighbour lists) is small next to the users, so here it is packed into numpy
 arrays (:class:`CatalogueArrays`, ~0.5 kB per product at 50 neighbours), broadcast once, and every user's rule
-runs vectorised inside ``mapInPandas`` on user-clustered partitions: one shuffle of the (user, product)
+runs vectorised inside ``mapInArrow`` on user-clustered partitions: one shuffle of the (user, product)
 confidence rows and no per-pair rows at all. Same rule, same order, same output (tested against the join
 version). The job falls back to the join version when the catalogue passes ``content.broadcast_max_products``.
 """

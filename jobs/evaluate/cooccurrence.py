@@ -11,8 +11,10 @@ products are deduplicated and capped to the most recent ``max_items_per_user`` (
    distinct ids, collected on the driver (one row per product, the catalogue side like the blend's broadcast
    catalogue) and broadcast;
 2. :func:`neighbors_from_supports`: each user's capped products are numbered by those ids and crossed, one
-   ``(i, j)`` integer row per ordered pair ``i != j``; clustered by ``i``, the rows are counted and the cosine
-   ``co / sqrt(|U_i| |U_j|)`` ranked per ``i`` (ties by neighbour id, as the SQL window) in numpy.
+   ``(i, j)`` per ordered pair ``i != j``, counted within each chunk of users (:func:`counted_pairs`: one
+   ``(i, j, co)`` integer row per distinct pair of the chunk, so the shuffle carries fewer rows than pairs);
+   clustered by ``i``, the counts are summed and the cosine ``co / sqrt(|U_i| |U_j|)`` ranked per ``i`` (ties
+   by neighbour id, as the SQL window) in numpy.
 
 Same rows and same scores as the SQL version (tested).
 """
@@ -32,9 +34,15 @@ from pyspark.sql import types as T
 from jobs.common.arrow_chunks import run_codes, sorted_codes, whole_key_tables
 from jobs.common.chunks import cluster_by_key
 
-COL_I, COL_J = "_i", "_j"
-PAIR_SCHEMA = T.StructType([T.StructField(COL_I, T.IntegerType(), False), T.StructField(COL_J, T.IntegerType(), False)])
-# Input rows (user, product) per call of the crossing kernel, and (i, j) rows per call of the ranking kernel.
+COL_I, COL_J, COL_CO = "_i", "_j", "_co"
+PAIR_SCHEMA = T.StructType(
+    [
+        T.StructField(COL_I, T.IntegerType(), False),
+        T.StructField(COL_J, T.IntegerType(), False),
+        T.StructField(COL_CO, T.IntegerType(), False),
+    ]
+)
+# Input rows (user, product) per call of the crossing kernel, and (i, j, co) rows per call of the ranking kernel.
 CHUNK_ROWS = 100_000
 PAIR_CHUNK_ROWS = 2_000_000
 
@@ -86,19 +94,38 @@ def crossed_pairs(user: np.ndarray, item: np.ndarray) -> tuple[np.ndarray, np.nd
     return item[left[off]].astype(np.int32), item[right[off]].astype(np.int32)
 
 
-def top_neighbors(
-    i: np.ndarray, j: np.ndarray, support: np.ndarray, m: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cosine of each distinct ``(i, j)`` from its row count and the supports; the ``m`` best per ``i``.
+def counted_pairs(i: np.ndarray, j: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each distinct ``(i, j)`` of the rows once, with its number of rows; items are numbers below ``n``.
 
-    All rows of an ``i`` must be in the arrays. Ties break on ``j`` (the neighbour id order).
+    A chunk of a few thousand users repeats pairs of popular products, so the shuffle by ``i`` moves fewer
+    rows than there are crossed pairs.
     """
-    n = np.int64(len(support))
-    key = np.sort(i.astype(np.int64) * n + j)
+    key = np.sort(i.astype(np.int64) * np.int64(n) + j)
     if not len(key):
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        empty = np.zeros(0, dtype=np.int32)
+        return empty, empty, empty
     first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     co = np.diff(np.r_[first, len(key)])
+    key = key[first]
+    return (key // n).astype(np.int32), (key % n).astype(np.int32), co.astype(np.int32)
+
+
+def top_neighbors(
+    i: np.ndarray, j: np.ndarray, co: np.ndarray, support: np.ndarray, m: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cosine of each distinct ``(i, j)`` from its summed counts ``co`` and the supports; the ``m`` best per ``i``.
+
+    All rows of an ``i`` must be in the arrays (a pair may come in several rows, one per chunk of users that
+    counted it). Ties break on ``j`` (the neighbour id order).
+    """
+    n = np.int64(len(support))
+    key = i.astype(np.int64) * n + j
+    if not len(key):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    co = np.add.reduceat(co[order].astype(np.int64), first)
     key = key[first]
     a, b = key // n, key % n
     score = co / np.sqrt(support[a] * support[b])
@@ -133,8 +160,10 @@ def _cross(
         user, item, local = _capped(chunk, col_user, col_item, cap)
         # The chunk's ids to the global numbers (every id of the pairs is in ``ids``).
         glob = pc.index_in(local, value_set=ids).to_numpy(zero_copy_only=False).astype(np.int64)
-        i, j = crossed_pairs(user, glob[item])
-        yield pa.RecordBatch.from_arrays([pa.array(i, pa.int32()), pa.array(j, pa.int32())], names=[COL_I, COL_J])
+        i, j, co = counted_pairs(*crossed_pairs(user, glob[item]), len(ids))
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(i, pa.int32()), pa.array(j, pa.int32()), pa.array(co, pa.int32())], names=[COL_I, COL_J, COL_CO]
+        )
 
 
 def _rank(
@@ -144,6 +173,7 @@ def _rank(
         a, b, score = top_neighbors(
             chunk.column(COL_I).to_numpy(zero_copy_only=False),
             chunk.column(COL_J).to_numpy(zero_copy_only=False),
+            chunk.column(COL_CO).to_numpy(zero_copy_only=False),
             support,
             m,
         )

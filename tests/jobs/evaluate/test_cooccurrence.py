@@ -28,11 +28,20 @@ def test_capped_codes_keep_each_users_latest_distinct_items_then_the_smallest():
     assert list(zip(u.tolist(), it.tolist(), strict=True)) == [(0, 3), (0, 1), (1, 4)]
 
 
+def test_counted_pairs_count_each_distinct_pair_once():
+    i = np.array([3, 0, 3, 1, 0, 3], dtype=np.int32)
+    j = np.array([1, 2, 1, 0, 2, 1], dtype=np.int32)
+    a, b, n = co.counted_pairs(i, j, 4)
+    assert list(zip(a.tolist(), b.tolist(), n.tolist(), strict=True)) == [(0, 2, 2), (1, 0, 1), (3, 1, 3)]
+
+
 def test_top_neighbors_rank_cosines_with_ties_on_the_neighbour():
-    # Item 0 co-occurs with 1 twice and with 2 and 3 once each; supports 2, 2, 1, 1.
-    i = np.array([0, 0, 0, 0, 1, 1, 2, 3])
-    j = np.array([1, 1, 2, 3, 0, 0, 0, 0])
-    a, b, score = co.top_neighbors(i, j, np.array([2, 2, 1, 1]), 2)
+    # Item 0 co-occurs with 1 twice (counted in two chunks, once each) and with 2 and 3 once each; supports
+    # 2, 2, 1, 1.
+    i = np.array([0, 0, 0, 0, 1, 2, 3])
+    j = np.array([1, 2, 1, 3, 0, 0, 0])
+    counts = np.array([1, 1, 1, 1, 2, 1, 1])
+    a, b, score = co.top_neighbors(i, j, counts, np.array([2, 2, 1, 1]), 2)
     rows = list(zip(a.tolist(), b.tolist(), score.tolist(), strict=True))
     assert rows == [
         (0, 1, 1.0),

@@ -156,30 +156,78 @@ def _may_be_top(user: np.ndarray, score: np.ndarray, k: int, bins: int = 64) -> 
     return slot >= cut[group]
 
 
+# Dense sums while a block of users x products holds at most this many cells per (user, neighbour) pair, and
+# at most DENSE_BLOCK_CELLS cells per block (32 MB of float64); a sort of the pairs above.
+DENSE_CELLS_PER_PAIR = 16
+DENSE_BLOCK_CELLS = 1 << 22
+
+
+def _summed_pairs(
+    pu: np.ndarray, cand: np.ndarray, weight: np.ndarray, n: int, *, dense_cells_per_pair: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys ``user * n + cand`` (sorted) and the sum of ``weight`` over each one's rows.
+
+    ``pu`` is non-decreasing. With a small catalogue each block of users is summed in one dense
+    ``np.bincount`` over its users x products cells (a user's few thousand pairs cost a pass over ``n``
+    cells instead of a sort); otherwise the keys are sorted and summed by runs.
+    """
+    if not len(pu):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    users = int(pu[-1]) - int(pu[0]) + 1
+    if users * n > dense_cells_per_pair * len(pu):
+        key = pu * n + cand
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        first = _group_starts(key)
+        return key[first], np.add.reduceat(weight[order], first)
+    block = max(1, DENSE_BLOCK_CELLS // n)
+    keys, sums = [], []
+    bounds = np.searchsorted(pu, np.arange(int(pu[0]), int(pu[-1]) + block + 1, block))
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        if a == b:
+            continue
+        u0 = int(pu[a])
+        cells = (pu[a:b] - u0) * n + cand[a:b]
+        size = (int(pu[b - 1]) - u0 + 1) * n
+        total = np.bincount(cells, weights=weight[a:b], minlength=size)
+        seen = np.zeros(size, dtype=bool)
+        seen[cells] = True
+        hit = np.flatnonzero(seen)
+        keys.append(hit + u0 * n)
+        sums.append(total[hit])
+    return np.concatenate(keys), np.concatenate(sums)
+
+
 def itemknn_candidates(
-    hist_user: np.ndarray, hist_item: np.ndarray, cat: BlendCatalogue, *, k: int
+    hist_user: np.ndarray,
+    hist_item: np.ndarray,
+    cat: BlendCatalogue,
+    *,
+    k: int,
+    dense_cells_per_pair: int = DENSE_CELLS_PER_PAIR,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per user, the ``k`` best ``sum over history i of cos(i, j)`` products ``j`` not in the history.
 
-    Ties break on the product id (the row). Returns ``(user, item, score)`` arrays.
+    ``hist_user`` is non-decreasing (a user's rows contiguous, as the kernel's run codes). Ties break on the
+    product id (the row). Returns ``(user, item, score)`` arrays.
     """
     known = hist_item >= 0
     u, i = hist_user[known], hist_item[known]
     starts, ends = cat.knn_indptr[i], cat.knn_indptr[i + 1]
     counts = ends - starts
     flat = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-    pu = np.repeat(u, counts)
     n = max(len(cat.ids), 1)
-    key = pu * n + cat.knn_cand[flat]
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    first = _group_starts(key)
-    if not len(first):
+    key, sums = _summed_pairs(
+        np.repeat(u, counts), cat.knn_cand[flat], cat.knn_score[flat], n, dense_cells_per_pair=dense_cells_per_pair
+    )
+    if not len(key):
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0, dtype=np.float64)
-    sums = np.add.reduceat(cat.knn_score[flat][order], first)
-    key = key[first]
-    fresh = ~np.isin(key, u * n + i)
+    # The user's own products out: key is sorted, so each history key is found by binary search.
+    own = u * n + i
+    at = np.minimum(np.searchsorted(key, own), len(key) - 1)
+    fresh = np.ones(len(key), dtype=bool)
+    fresh[at[key[at] == own]] = False
     key, sums = key[fresh], sums[fresh]
     maybe = _may_be_top(key // n, sums, k)
     key, sums = key[maybe], sums[maybe]

@@ -129,6 +129,49 @@ def test_itemknn_candidates_sum_the_candidates_neighbourhoods():
     assert cat.ids[item].tolist() == ["a"]
 
 
+@pytest.mark.parametrize(
+    ("dense_cells_per_pair", "block_cells"),
+    [(0, 1 << 22), (10**9, 1 << 22), (10**9, 60)],
+    ids=["sort", "dense", "blocks"],
+)
+def test_itemknn_candidates_sorted_and_dense_sums_equal_a_python_reference(
+    monkeypatch, dense_cells_per_pair, block_cells
+):
+    rng = np.random.default_rng(7)
+    ids = [f"p{x:02d}" for x in range(30)]
+    pairs = {(a, b) for a, b in rng.integers(0, 30, (200, 2)).tolist() if a != b}
+    # Scores on a 1/8 grid, so sums are exact in any order and ties are many.
+    knn = pd.DataFrame(
+        [(ids[a], ids[b], float(rng.integers(1, 8)) / 8) for a, b in sorted(pairs)],
+        columns=["product_id", "neighbor_id", "score"],
+    )
+    cat = onepass.blend_catalogue(
+        pd.DataFrame({"product_id": ids, "category": ["x"] * 30, "available": [True] * 30}),
+        knn,
+        pd.DataFrame({"product_id": ["p00"], "score": [1.0]}),
+    )
+    # A user's history rows are distinct products (user_history); -1 is a product the catalogue does not know.
+    drawn = zip(rng.integers(0, 12, 60).tolist(), rng.integers(-1, 30, 60).tolist(), strict=True)
+    hist = sorted(set(drawn))
+    hist_user, hist_item = (np.array(c) for c in zip(*hist, strict=True))
+    monkeypatch.setattr(onepass, "DENSE_BLOCK_CELLS", block_cells)
+    user, item, score = onepass.itemknn_candidates(
+        hist_user, hist_item, cat, k=4, dense_cells_per_pair=dense_cells_per_pair
+    )
+    want = []
+    cos = {
+        (cat.ids.tolist().index(r.product_id), cat.ids.tolist().index(r.neighbor_id)): r.score for r in knn.itertuples()
+    }
+    for u in sorted(set(hist_user.tolist())):
+        seen = {x for x in hist_item[hist_user == u].tolist() if x >= 0}
+        sums: dict[int, float] = {}
+        for (j, i), c in cos.items():
+            if i in seen and j not in seen:
+                sums[j] = sums.get(j, 0.0) + c
+        want += [(u, j, sums[j]) for j in sorted(sums, key=lambda j: (-sums[j], j))[:4]]
+    assert list(zip(user.tolist(), item.tolist(), score.tolist(), strict=True)) == want
+
+
 @pytest.mark.parametrize("k", [1, 3, 40, 500])
 def test_may_be_top_keeps_every_row_of_the_top_k_ties_included(k):
     rng = np.random.default_rng(k)

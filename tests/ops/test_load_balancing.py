@@ -26,8 +26,8 @@ class Answer:
     status: int  # 0: no complete HTTP answer (connection error, timeout, or an answer cut short)
     served_by: str
     degraded: bool
-    end: float = 0.0
-    error: str = ""  # the exception's class name when status is 0
+    end: float
+    error: str  # the exception's class name when status is 0, else ""
 
 
 def traffic(

@@ -208,12 +208,19 @@ def seen_keys(
     return user[known] * n_items + item[known]
 
 
-def _ranking(user: np.ndarray, score: np.ndarray, item: np.ndarray, items: np.ndarray) -> np.ndarray:
+def _ranking(
+    user: np.ndarray, score: np.ndarray, item: np.ndarray, items: np.ndarray, *, ids_sorted: bool = False
+) -> np.ndarray:
     """Positions in order of user, score descending, then product id (``items[item]``) for equal scores.
 
     Ties break on product id so that batch and API give the same order whatever the input order. Product
-    ids are compared only where scores tie: sorting every id would cost more than the whole blend.
+    ids are compared only where scores tie: sorting every id would cost more than the whole blend. With
+    ``ids_sorted`` (item codes in product id order) and rows in (user, item) order, two stable sorts (score,
+    then user) keep equal scores in id order without comparing ids.
     """
+    if ids_sorted:
+        order = np.argsort(-score, kind="stable")
+        return order[np.argsort(user[order], kind="stable")]
     order = np.lexsort((-score, user))
     u, s = user[order], score[order]
     tie = (u[1:] == u[:-1]) & (s[1:] == s[:-1])
@@ -390,6 +397,7 @@ def blend_arrays(
     hist_item: np.ndarray | None = None,
     purchased: np.ndarray | None = None,
     viewed: np.ndarray | None = None,
+    ids_sorted: bool = False,
 ) -> Blended:
     """Blends coded candidates into each user's ranked, filtered and diversified list (see :mod:`recsys.blend`).
 
@@ -407,6 +415,9 @@ def blend_arrays(
         hist_user, hist_item: Codes of the history rows (-1: not among the candidates).
         purchased, viewed: Flags of the history rows. The four history arrays go together; omit them all for
             no history.
+        ids_sorted: The codes of the listed products are in product id order (``items`` sorted over them),
+            as the batch kernel's catalogue rows are: equal scores then rank by code, the same order at a
+            fraction of the cost. False (the default) compares the tied ids themselves.
 
     Returns:
         :class:`Blended`, ordered by user code then rank (1..n, at most ``cfg.top_n`` per user).
@@ -443,7 +454,8 @@ def blend_arrays(
     seen = seen_keys(hist_user, hist_item, purchased, viewed, n_items=key_items, drop_viewed=cfg.drop_viewed)
     keep = listed[pairs.item] & ~np.isin(pairs.user * key_items + pairs.item, seen)
     pairs = _Pairs(*(column[keep] for column in pairs))
-    ranked = _ranking(pairs.user, pairs.score, pairs.item, items)
+    # The pairs run by user then item code (_score_pairs), as the ids_sorted ranking needs.
+    ranked = _ranking(pairs.user, pairs.score, pairs.item, items, ids_sorted=ids_sorted)
     ranked = ranked[_positions(pairs.user[ranked]) < cfg.top_n * POOL_FACTOR]
     shown, rank = _diversify(pairs.user[ranked], category[pairs.item[ranked]], cfg)
     if not len(shown):

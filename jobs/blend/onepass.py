@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
+from scipy import sparse
 
 from jobs.blend import transforms as tr
 from jobs.common.arrow_chunks import run_codes, whole_key_tables
@@ -78,6 +79,18 @@ class BlendCatalogue:
         """``ids`` as an Arrow array, built once per copy of the catalogue on first use (in each Python worker,
         after the broadcast is read): the kernel looks product ids up in it and takes the shown ids from it."""
         return pa.array(self.ids, type=pa.string())
+
+    @cached_property
+    def knn_matrix(self) -> sparse.csr_matrix:
+        """The reversed item-kNN lists as a products x products CSR matrix (row ``i``: the ``j`` with ``cos(i, j)``),
+        built once per copy of the catalogue like :attr:`id_array`."""
+        n = len(self.ids)
+        return sparse.csr_matrix((self.knn_score, self.knn_cand, self.knn_indptr), shape=(n, n))
+
+    @cached_property
+    def positive_scores(self) -> bool:
+        """Every item-kNN cosine is above 0 (co-occurrence cosines are), so no sum of them is 0."""
+        return bool((self.knn_score > 0).all())
 
 
 def blend_catalogue(products: pd.DataFrame, knn: pd.DataFrame, popular: pd.DataFrame) -> BlendCatalogue:
@@ -131,8 +144,9 @@ def _group_starts(key: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
 
 
-def _may_be_top(user: np.ndarray, score: np.ndarray, k: int, bins: int = 64) -> np.ndarray:
-    """A mask over rows sorted by ``user`` keeping every row that can be among its user's ``k`` best scores.
+def _may_be_top(user: np.ndarray, score: np.ndarray, k: int | np.ndarray, bins: int = 64) -> np.ndarray:
+    """A mask over rows sorted by ``user`` keeping every row that can be among its user's ``k`` best scores
+    (``k`` an int, or an array indexed by user code: each user's own ``k``).
 
     Each user's scores are put in ``bins`` equal-width bins between its lowest and highest; the rows kept are
     those in the highest bins that together hold at least ``k`` rows (all of a user's rows when it has fewer).
@@ -152,50 +166,43 @@ def _may_be_top(user: np.ndarray, score: np.ndarray, k: int, bins: int = 64) -> 
     sizes = np.bincount(group * bins + slot, minlength=len(starts) * bins).reshape(len(starts), bins)
     # tail[g, b]: rows of group g in bins b and above; the cut is the highest bin whose tail holds k rows.
     tail = np.cumsum(sizes[:, ::-1], axis=1)[:, ::-1]
-    cut = np.maximum((tail >= k).sum(axis=1) - 1, 0)
+    need = k if np.isscalar(k) else np.asarray(k)[user[starts]][:, None]
+    cut = np.maximum((tail >= need).sum(axis=1) - 1, 0)
     return slot >= cut[group]
 
 
-# Dense sums while a block of users x products holds at most this many cells per (user, neighbour) pair, and
-# at most DENSE_BLOCK_CELLS cells per block (32 MB of float64); a sort of the pairs above.
-DENSE_CELLS_PER_PAIR = 16
-DENSE_BLOCK_CELLS = 1 << 22
+def _summed_pairs(pu: np.ndarray, cand: np.ndarray, weight: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys ``user * n + cand`` (sorted) and the sum of ``weight`` over each one's rows, in row order."""
+    key = pu * n + cand
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    first = _group_starts(key)
+    return key[first], np.add.reduceat(weight[order], first)
 
 
-def _summed_pairs(
-    pu: np.ndarray, cand: np.ndarray, weight: np.ndarray, n: int, *, dense_cells_per_pair: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct keys ``user * n + cand`` (sorted) and the sum of ``weight`` over each one's rows.
+def _product_sums(
+    u: np.ndarray, i: np.ndarray, cat: BlendCatalogue, n: int, *, sparse_product: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(user, j, sum)``: each candidate ``j`` of each user's history rows ``i`` with its summed cosines, each
+    sum taken in history row order then neighbour order; rows grouped by user (in user order).
 
-    ``pu`` is non-decreasing. With a small catalogue each block of users is summed in one dense
-    ``np.bincount`` over its users x products cells (a user's few thousand pairs cost a pass over ``n``
-    cells instead of a sort); otherwise the keys are sorted and summed by runs.
+    With positive cosines the history (users x products, CSR) times the reversed neighbour lists
+    (:attr:`BlendCatalogue.knn_matrix`) gives them: scipy's product keeps one accumulator of ``n`` cells and
+    touches only the pairs, in that same order, so the sums are the same to the bit; its columns are left
+    unsorted inside a user's row. It leaves out a sum of 0, which only a zero or negative cosine can make;
+    such a catalogue takes a sort of the pairs instead.
     """
-    if not len(pu):
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-    users = int(pu[-1]) - int(pu[0]) + 1
-    if users * n > dense_cells_per_pair * len(pu):
-        key = pu * n + cand
-        order = np.argsort(key, kind="stable")
-        key = key[order]
-        first = _group_starts(key)
-        return key[first], np.add.reduceat(weight[order], first)
-    block = max(1, DENSE_BLOCK_CELLS // n)
-    keys, sums = [], []
-    bounds = np.searchsorted(pu, np.arange(int(pu[0]), int(pu[-1]) + block + 1, block))
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        if a == b:
-            continue
-        u0 = int(pu[a])
-        cells = (pu[a:b] - u0) * n + cand[a:b]
-        size = (int(pu[b - 1]) - u0 + 1) * n
-        total = np.bincount(cells, weights=weight[a:b], minlength=size)
-        seen = np.zeros(size, dtype=bool)
-        seen[cells] = True
-        hit = np.flatnonzero(seen)
-        keys.append(hit + u0 * n)
-        sums.append(total[hit])
-    return np.concatenate(keys), np.concatenate(sums)
+    if sparse_product and cat.positive_scores:
+        n_users = int(u[-1]) + 1
+        hist = sparse.csr_matrix((np.ones(len(i)), i, np.searchsorted(u, np.arange(n_users + 1))), shape=(n_users, n))
+        summed = hist @ cat.knn_matrix
+        rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(summed.indptr))
+        return rows, summed.indices.astype(np.int64), summed.data
+    starts, ends = cat.knn_indptr[i], cat.knn_indptr[i + 1]
+    counts = ends - starts
+    flat = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    key, sums = _summed_pairs(np.repeat(u, counts), cat.knn_cand[flat], cat.knn_score[flat], n)
+    return key // n, key % n, sums
 
 
 def itemknn_candidates(
@@ -204,33 +211,34 @@ def itemknn_candidates(
     cat: BlendCatalogue,
     *,
     k: int,
-    dense_cells_per_pair: int = DENSE_CELLS_PER_PAIR,
+    sparse_product: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per user, the ``k`` best ``sum over history i of cos(i, j)`` products ``j`` not in the history.
 
     ``hist_user`` is non-decreasing (a user's rows contiguous, as the kernel's run codes). Ties break on the
-    product id (the row). Returns ``(user, item, score)`` arrays.
+    product id (the row). ``sparse_product`` False forces the sort of the pairs (tests). Returns
+    ``(user, item, score)`` arrays.
     """
     known = hist_item >= 0
     u, i = hist_user[known], hist_item[known]
-    starts, ends = cat.knn_indptr[i], cat.knn_indptr[i + 1]
-    counts = ends - starts
-    flat = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-    n = max(len(cat.ids), 1)
-    key, sums = _summed_pairs(
-        np.repeat(u, counts), cat.knn_cand[flat], cat.knn_score[flat], n, dense_cells_per_pair=dense_cells_per_pair
-    )
-    if not len(key):
-        empty = np.zeros(0, dtype=np.int64)
+    empty = np.zeros(0, dtype=np.int64)
+    if not len(u):
         return empty, empty, np.zeros(0, dtype=np.float64)
+    n = max(len(cat.ids), 1)
+    user, item, sums = _product_sums(u, i, cat, n, sparse_product=sparse_product)
+    # The user's own products are still among the sums: keeping what may be in the user's k + (history rows)
+    # best keeps every row of its k best others, and leaves few rows for the sorts below.
+    maybe = _may_be_top(user, sums, k + np.bincount(u, minlength=int(u[-1]) + 1))
+    key, sums = user[maybe] * n + item[maybe], sums[maybe]
+    order = np.argsort(key, kind="stable")
+    key, sums = key[order], sums[order]
     # The user's own products out: key is sorted, so each history key is found by binary search.
-    own = u * n + i
-    at = np.minimum(np.searchsorted(key, own), len(key) - 1)
-    fresh = np.ones(len(key), dtype=bool)
-    fresh[at[key[at] == own]] = False
-    key, sums = key[fresh], sums[fresh]
-    maybe = _may_be_top(key // n, sums, k)
-    key, sums = key[maybe], sums[maybe]
+    if len(key):
+        own = u * n + i
+        at = np.minimum(np.searchsorted(key, own), len(key) - 1)
+        fresh = np.ones(len(key), dtype=bool)
+        fresh[at[key[at] == own]] = False
+        key, sums = key[fresh], sums[fresh]
     user, item = key // n, key % n
     # key is sorted, so rows run by user then product id: stable sorts (score, then user) keep equal scores
     # in product id order. Two argsorts beat np.lexsort's by a quarter here.
@@ -379,6 +387,8 @@ def score_chunk(rows: pa.Table, cat: BlendCatalogue, *, cfg: BlendConfig, itemkn
         hist_item=hist_item,
         purchased=_flags(rows, B.COL_PURCHASED)[hist],
         viewed=_flags(rows, B.COL_VIEWED)[hist],
+        # Catalogue rows are sorted by id, and the codes past them are unlisted, so never ranked.
+        ids_sorted=True,
     )
     return _lists(user_ids, out, cat)
 

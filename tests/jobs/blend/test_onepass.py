@@ -130,19 +130,18 @@ def test_itemknn_candidates_sum_the_candidates_neighbourhoods():
 
 
 @pytest.mark.parametrize(
-    ("dense_cells_per_pair", "block_cells"),
-    [(0, 1 << 22), (10**9, 1 << 22), (10**9, 60)],
-    ids=["sort", "dense", "blocks"],
+    ("sparse_product", "lowest", "k"),
+    [(True, 1, 4), (False, 1, 4), (True, 0, 30)],
+    ids=["sparse-product", "sort", "zero-cosines-take-the-sort"],
 )
-def test_itemknn_candidates_sorted_and_dense_sums_equal_a_python_reference(
-    monkeypatch, dense_cells_per_pair, block_cells
-):
+def test_itemknn_candidates_sparse_product_and_sort_equal_a_python_reference(sparse_product, lowest, k):
     rng = np.random.default_rng(7)
     ids = [f"p{x:02d}" for x in range(30)]
     pairs = {(a, b) for a, b in rng.integers(0, 30, (200, 2)).tolist() if a != b}
-    # Scores on a 1/8 grid, so sums are exact in any order and ties are many.
+    # Scores on a 1/8 grid, so sums are exact in any order and ties are many. With cosines of 0 some sums are 0:
+    # the sparse product would leave those candidates out, so such a catalogue takes the sort (k 30 keeps them all).
     knn = pd.DataFrame(
-        [(ids[a], ids[b], float(rng.integers(1, 8)) / 8) for a, b in sorted(pairs)],
+        [(ids[a], ids[b], float(rng.integers(lowest, 8)) / 8) for a, b in sorted(pairs)],
         columns=["product_id", "neighbor_id", "score"],
     )
     cat = onepass.blend_catalogue(
@@ -154,10 +153,8 @@ def test_itemknn_candidates_sorted_and_dense_sums_equal_a_python_reference(
     drawn = zip(rng.integers(0, 12, 60).tolist(), rng.integers(-1, 30, 60).tolist(), strict=True)
     hist = sorted(set(drawn))
     hist_user, hist_item = (np.array(c) for c in zip(*hist, strict=True))
-    monkeypatch.setattr(onepass, "DENSE_BLOCK_CELLS", block_cells)
-    user, item, score = onepass.itemknn_candidates(
-        hist_user, hist_item, cat, k=4, dense_cells_per_pair=dense_cells_per_pair
-    )
+    assert cat.positive_scores == (lowest > 0)
+    user, item, score = onepass.itemknn_candidates(hist_user, hist_item, cat, k=k, sparse_product=sparse_product)
     want = []
     cos = {
         (cat.ids.tolist().index(r.product_id), cat.ids.tolist().index(r.neighbor_id)): r.score for r in knn.itertuples()
@@ -168,7 +165,7 @@ def test_itemknn_candidates_sorted_and_dense_sums_equal_a_python_reference(
         for (j, i), c in cos.items():
             if i in seen and j not in seen:
                 sums[j] = sums.get(j, 0.0) + c
-        want += [(u, j, sums[j]) for j in sorted(sums, key=lambda j: (-sums[j], j))[:4]]
+        want += [(u, j, sums[j]) for j in sorted(sums, key=lambda j: (-sums[j], j))[:k]]
     assert list(zip(user.tolist(), item.tolist(), score.tolist(), strict=True)) == want
 
 

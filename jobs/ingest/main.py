@@ -114,7 +114,11 @@ def tag_batch(
     df: DataFrame, *, table: str, rules: list[quality.Rule], source: str, derive_event_id: bool
 ) -> DataFrame:
     """Input rows -> one row per distinct input row, parsed, with the rules each breaks."""
-    raw = TX.collapse_duplicates(TX.with_raw_columns(df, fields=sources.FIELDS[table]))
+    raw = TX.with_raw_columns(df, fields=sources.FIELDS[table])
+    unique = [r.column for r in rules if r.kind == "unique"]
+    if len(unique) == 1 and unique[0] in df.columns and not derive_event_id:
+        raw = TX.clustered_by(raw, unique[0])
+    raw = TX.collapse_duplicates(raw)
     if table == lake.INTERACTIONS:
         parsed = TX.parse_interactions(raw, source=source, derive_event_id=derive_event_id)
     else:

@@ -53,6 +53,23 @@ def _raw_names(df: DataFrame) -> list[str]:
     return [c for c in df.columns if c.startswith(RAW_PREFIX)]
 
 
+def clustered_by(df: DataFrame, column: str) -> DataFrame:
+    """``df`` hash-partitioned by the input values of ``column`` when they are text, else ``df`` unchanged.
+
+    The rows of one input id then share a partition, which serves both the exact-duplicate collapse (grouped
+    by every input column, this one among them) and the uniqueness count of the parsed id (the same text,
+    renamed): one shuffle instead of two. Input ids of another type parse through a cast, which would not keep
+    the partitioning, so they are left to the two shuffles.
+
+    Example:
+        >>> collapse_duplicates(clustered_by(with_raw_columns(df, fields=f), "event_id"))
+    """
+    name = raw_col(column)
+    if name in df.columns and isinstance(df.schema[name].dataType, T.StringType):
+        return df.repartition(F.col(name))
+    return df
+
+
 def collapse_duplicates(df: DataFrame) -> DataFrame:
     """Keeps one row per distinct input row, with the number of identical copies in ``_copies``.
 

@@ -112,7 +112,7 @@ def main() -> int:
         try:
             generate(spark, cfg, n)
             pargs = argparse.Namespace(
-                full=True, events=None, products=None, format=None, preset=None, skip=""
+                full=True, events=None, products=None, format=None, preset=None, skip="", reingest=False
             )
             t0 = time.perf_counter()
             summary = run_pipeline(pargs, cfg, spark)

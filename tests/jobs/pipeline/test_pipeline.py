@@ -12,7 +12,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from jobs.common import lake
-from jobs.pipeline.main import run_pipeline
+from jobs.pipeline.main import input_fingerprint, run_pipeline
 from recsys.config import Config, LakeConfig, RedisConfig, SparkConfig
 from recsys.encoding import decode_list
 
@@ -64,7 +64,15 @@ def seed_lake(spark, cfg: Config) -> None:
 
 
 def args(**kw) -> argparse.Namespace:
-    base = {"full": False, "events": None, "products": None, "format": None, "preset": None, "skip": "ingest"}
+    base = {
+        "full": False,
+        "events": None,
+        "products": None,
+        "format": None,
+        "preset": None,
+        "skip": "ingest",
+        "reingest": False,
+    }
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -116,3 +124,53 @@ def test_incremental_rescores_only_changed_users(spark, lake_root, redis_server,
     assert third.notes == {"reason": "no new data"} and third.users_scored == 0 and ran == []
     assert versions(spark, cfg) == before
     assert recs.where(F.col("user_id") == "u2").count() == 1
+
+
+def test_input_fingerprint_changes_with_the_files_and_ignores_hidden_ones(spark, tmp_path) -> None:
+    folder = tmp_path / "events"
+    folder.mkdir()
+    (folder / "part-0.csv").write_text("a\n")
+    (folder / "_SUCCESS").write_text("")
+    first = input_fingerprint(spark, str(folder))
+    assert first is not None and first["files"] == 1
+    (folder / ".part-0.csv.crc").write_text("x")  # hidden and marker files are not data
+    (folder / "_tmp").mkdir()
+    (folder / "_tmp" / "part-9.csv").write_text("z\n")
+    assert input_fingerprint(spark, str(folder)) == first
+    (folder / "part-0.csv").write_text("ab\n")  # same name, another size
+    second = input_fingerprint(spark, str(folder))
+    assert second is not None and second["files"] == 1 and second != first
+    (folder / "part-1.csv").write_text("c\n")
+    assert input_fingerprint(spark, str(folder))["files"] == 2
+    assert input_fingerprint(spark, str(folder / "*.csv"))["files"] == 2
+    assert input_fingerprint(spark, str(tmp_path / "absent")) is None
+
+
+def test_unchanged_inputs_are_not_ingested_again(spark, lake_root, tmp_path, redis_server) -> None:
+    cfg = config(lake_root, redis_server)
+    seed_lake(spark, cfg)
+    events, products = tmp_path / "events.csv", tmp_path / "products.csv"
+    events.write_text("event_id,user_id,product_id,event_type,ts\ne1,u1,p1,purchase,2026-01-10\n")
+    products.write_text("product_id,title,category\np1,P1,a\n")
+    ran: list[tuple[str, str]] = []
+
+    def runner(name, argv, cfg_, spark_):  # the lake is seeded; the calls are what is checked
+        ran.append((name, argv[argv.index("--table") + 1] if name == "ingest" else ""))
+        return True
+
+    inputs = {"events": str(events), "products": str(products), "skip": ""}
+    first = run_pipeline(args(**inputs), cfg, spark, runner=runner)
+    assert first.users_scored == 3
+    assert ran == [("ingest", "products"), ("ingest", "interactions"), ("als", ""), ("content", "")]
+
+    ran.clear()  # the same files: no ingest, and no new interactions, so nothing else either
+    assert run_pipeline(args(**inputs), cfg, spark, runner=runner).notes == {"reason": "no new data"}
+    assert ran == []
+
+    events.write_text(events.read_text() + "e2,u2,p1,view,2026-01-11\n")  # one input changed
+    run_pipeline(args(**inputs), cfg, spark, runner=runner)
+    assert ran == [("ingest", "interactions")]
+
+    ran.clear()
+    run_pipeline(args(**inputs, reingest=True), cfg, spark, runner=runner)
+    assert ran == [("ingest", "products"), ("ingest", "interactions")]

@@ -142,8 +142,9 @@ def main() -> int:
         if rerun is None:
             again = "-"
         else:
-            again = f"{rerun[1]:.1f} (ingest {rerun[0].seconds.get('ingest', 0):.1f})"
-            failed |= bool(rerun[0].users_scored or rerun[0].keys_loaded)
+            again_summary, again_s = rerun
+            again = f"{again_s:.1f} (ingest {again_summary.seconds.get('ingest', 0):.1f})"
+            failed |= bool(again_summary.users_scored or again_summary.keys_loaded)
         print(
             f"| {n:,} | {summary.users_scored:,} | {summary.keys_loaded:,} | "
             + " | ".join(f"{summary.seconds.get(s, 0):.1f}" for s in stages)

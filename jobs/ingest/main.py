@@ -116,7 +116,8 @@ def tag_batch(
     """Input rows -> one row per distinct input row, parsed, with the rules each breaks."""
     raw = TX.with_raw_columns(df, fields=sources.FIELDS[table])
     unique = [r.column for r in rules if r.kind == "unique"]
-    if len(unique) == 1 and unique[0] in df.columns and not derive_event_id:
+    # Only an id the input carries: an absent one (derived ids included) is a null column here.
+    if len(unique) == 1 and unique[0] in df.columns:
         raw = TX.clustered_by(raw, unique[0])
     raw = TX.collapse_duplicates(raw)
     if table == lake.INTERACTIONS:

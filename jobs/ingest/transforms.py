@@ -65,7 +65,7 @@ def clustered_by(df: DataFrame, column: str) -> DataFrame:
         >>> collapse_duplicates(clustered_by(with_raw_columns(df, fields=f), "event_id"))
     """
     name = raw_col(column)
-    if name in df.columns and isinstance(df.schema[name].dataType, T.StringType):
+    if isinstance(df.schema[name].dataType, T.StringType):
         return df.repartition(F.col(name))
     return df
 

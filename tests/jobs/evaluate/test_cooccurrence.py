@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pyarrow as pa
 
 from jobs.evaluate import cooccurrence as co
 
@@ -33,6 +34,31 @@ def test_counted_pairs_count_each_distinct_pair_once():
     j = np.array([1, 2, 1, 0, 2, 1], dtype=np.int32)
     a, b, n = co.counted_pairs(i, j, 4)
     assert list(zip(a.tolist(), b.tolist(), n.tolist(), strict=True)) == [(0, 2, 2), (1, 0, 1), (3, 1, 3)]
+
+
+def test_packed_pairs_hold_one_row_per_i_and_unpack_to_the_same_pairs():
+    i = np.array([0, 0, 2, 5, 5, 5], dtype=np.int32)
+    j = np.array([1, 4, 0, 0, 2, 3], dtype=np.int32)
+    n = np.array([2, 1, 1, 7, 1, 3], dtype=np.int32)
+    batch = co.packed_pairs(i, j, n)
+    assert batch.column(co.COL_I).to_pylist() == [0, 2, 5]
+    assert [len(v) for v in batch.column(co.COL_J).to_pylist()] == [8, 4, 12]
+    # Two batches, the second sliced so that its binary columns start at an offset: as a shuffle hands them.
+    later = co.packed_pairs(np.array([7, 7], dtype=np.int32), np.array([1, 2], dtype=np.int32), np.array([4, 5]))
+    table = pa.Table.from_batches([batch.slice(1), later])
+    a, b, c = co.unpacked_pairs(table)
+    assert list(zip(a.tolist(), b.tolist(), c.tolist(), strict=True)) == [
+        (2, 0, 1),
+        (5, 0, 7),
+        (5, 2, 1),
+        (5, 3, 3),
+        (7, 1, 4),
+        (7, 2, 5),
+    ]
+    a, b, c = co.unpacked_pairs(pa.Table.from_batches([batch.slice(2)]))
+    assert (a.tolist(), b.tolist(), c.tolist()) == ([5, 5, 5], [0, 2, 3], [7, 1, 3])
+    empty = co.packed_pairs(*(np.zeros(0, dtype=np.int32),) * 3)
+    assert empty.num_rows == 0
 
 
 def test_top_neighbors_rank_cosines_with_ties_on_the_neighbour():

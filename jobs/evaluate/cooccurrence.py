@@ -48,6 +48,8 @@ PAIR_SCHEMA = T.StructType(
 # tens of pairs each) per call of the ranking kernel.
 CHUNK_ROWS = 100_000
 PACKED_CHUNK_ROWS = 40_000
+# Pairs per packed batch: 1 GiB of int32 per binary column, half of what Arrow's 32-bit offsets address.
+MAX_PACKED_PAIRS = 1 << 28
 
 
 def capped_codes(user: np.ndarray, item: np.ndarray, ts: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,23 +115,47 @@ def counted_pairs(i: np.ndarray, j: np.ndarray, n: int) -> tuple[np.ndarray, np.
     return (key // n).astype(np.int32), (key % n).astype(np.int32), co.astype(np.int32)
 
 
-def _int32_binary(values: np.ndarray, starts: np.ndarray) -> pa.BinaryArray:
-    """``values`` (int32) cut at ``starts`` into one binary value per run, the bytes shared, not copied."""
-    offsets = np.r_[starts, len(values)].astype(np.int32) * 4
+def _int32_binary(values: np.ndarray, bounds: np.ndarray) -> pa.BinaryArray:
+    """``values[bounds[k]:bounds[k + 1]]`` (int32) as binary value ``k``; ``bounds`` starts at 0."""
+    offsets = (np.asarray(bounds, dtype=np.int64) * 4).astype(np.int32)
     data = np.ascontiguousarray(values, dtype=np.int32)
-    return pa.BinaryArray.from_buffers(pa.binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return pa.BinaryArray.from_buffers(
+        pa.binary(), len(bounds) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
 
 
-def packed_pairs(i: np.ndarray, j: np.ndarray, co: np.ndarray) -> pa.RecordBatch:
+def packed_pairs(
+    i: np.ndarray, j: np.ndarray, co: np.ndarray, *, max_pairs: int = MAX_PACKED_PAIRS
+) -> Iterator[pa.RecordBatch]:
     """The :data:`PAIR_SCHEMA` rows of ``(i, j, co)`` sorted by ``i``: one row per distinct ``i`` with its ``j`` and
-    ``co`` as int32 bytes.
+    ``co`` as int32 bytes, in batches of at most ``max_pairs`` pairs (whole rows; a row has at most one pair per
+    product).
 
     A chunk of users yields tens of millions of pairs at a few million events; as one Spark row each, the
     shuffle by ``i`` spends most of the item-kNN time on rows of 12 bytes. Packed, it moves tens of pairs per row.
+    The batch limit keeps each binary column below Arrow's 2 GiB of 32-bit offsets, whatever
+    ``max_items_per_user`` makes a chunk cross.
     """
-    starts = np.flatnonzero(np.r_[True, i[1:] != i[:-1]]) if len(i) else np.zeros(0, dtype=np.int64)
+    if max_pairs <= 0:
+        raise ValueError(f"max_pairs must be positive, got {max_pairs}")
+    if not len(i):
+        yield _packed(i, j, co, np.zeros(0, dtype=np.int64))
+        return
+    starts = np.flatnonzero(np.r_[True, i[1:] != i[:-1]])
+    ends = np.r_[starts[1:], len(i)]
+    lo = 0
+    while lo < len(starts):
+        # The runs ending within max_pairs pairs of this batch's first one; at least that first run.
+        hi = max(lo + 1, int(np.searchsorted(ends, starts[lo] + max_pairs, side="right")))
+        a, b = starts[lo], ends[hi - 1]
+        yield _packed(i[a:b], j[a:b], co[a:b], starts[lo:hi] - a)
+        lo = hi
+
+
+def _packed(i: np.ndarray, j: np.ndarray, co: np.ndarray, starts: np.ndarray) -> pa.RecordBatch:
+    bounds = np.r_[starts, len(i)]
     return pa.RecordBatch.from_arrays(
-        [pa.array(i[starts], pa.int32()), _int32_binary(j, starts), _int32_binary(co, starts)],
+        [pa.array(i[starts], pa.int32()), _int32_binary(j, bounds), _int32_binary(co, bounds)],
         names=[COL_I, COL_J, COL_CO],
     )
 
@@ -200,7 +226,7 @@ def _cross(
         user, item, local = _capped(chunk, col_user, col_item, cap)
         # The chunk's ids to the global numbers (every id of the pairs is in ``ids``).
         glob = pc.index_in(local, value_set=ids).to_numpy(zero_copy_only=False).astype(np.int64)
-        yield packed_pairs(*counted_pairs(*crossed_pairs(user, glob[item]), len(ids)))
+        yield from packed_pairs(*counted_pairs(*crossed_pairs(user, glob[item]), len(ids)))
 
 
 def _rank(

@@ -40,11 +40,11 @@ def test_packed_pairs_hold_one_row_per_i_and_unpack_to_the_same_pairs():
     i = np.array([0, 0, 2, 5, 5, 5], dtype=np.int32)
     j = np.array([1, 4, 0, 0, 2, 3], dtype=np.int32)
     n = np.array([2, 1, 1, 7, 1, 3], dtype=np.int32)
-    batch = co.packed_pairs(i, j, n)
+    [batch] = co.packed_pairs(i, j, n)
     assert batch.column(co.COL_I).to_pylist() == [0, 2, 5]
     assert [len(v) for v in batch.column(co.COL_J).to_pylist()] == [8, 4, 12]
-    # Two batches, the second sliced so that its binary columns start at an offset: as a shuffle hands them.
-    later = co.packed_pairs(np.array([7, 7], dtype=np.int32), np.array([1, 2], dtype=np.int32), np.array([4, 5]))
+    # Two batches, the first sliced: as the shuffle hands them over.
+    [later] = co.packed_pairs(np.array([7, 7], dtype=np.int32), np.array([1, 2], dtype=np.int32), np.array([4, 5]))
     table = pa.Table.from_batches([batch.slice(1), later])
     a, b, c = co.unpacked_pairs(table)
     assert list(zip(a.tolist(), b.tolist(), c.tolist(), strict=True)) == [
@@ -57,8 +57,23 @@ def test_packed_pairs_hold_one_row_per_i_and_unpack_to_the_same_pairs():
     ]
     a, b, c = co.unpacked_pairs(pa.Table.from_batches([batch.slice(2)]))
     assert (a.tolist(), b.tolist(), c.tolist()) == ([5, 5, 5], [0, 2, 3], [7, 1, 3])
-    empty = co.packed_pairs(*(np.zeros(0, dtype=np.int32),) * 3)
+    [empty] = co.packed_pairs(*(np.zeros(0, dtype=np.int32),) * 3)
     assert empty.num_rows == 0
+
+
+def test_packed_pairs_split_into_batches_of_whole_rows_under_the_pair_limit():
+    # Runs of 2, 1 and 3 pairs; at most 3 pairs per batch: [0, 2], then [5] alone (3), nothing split.
+    i = np.array([0, 0, 2, 5, 5, 5], dtype=np.int32)
+    j = np.array([1, 4, 0, 0, 2, 3], dtype=np.int32)
+    n = np.array([2, 1, 1, 7, 1, 3], dtype=np.int32)
+    batches = list(co.packed_pairs(i, j, n, max_pairs=3))
+    assert [b.column(co.COL_I).to_pylist() for b in batches] == [[0, 2], [5]]
+    a, b, c = co.unpacked_pairs(pa.Table.from_batches(batches))
+    assert (a.tolist(), b.tolist(), c.tolist()) == (i.tolist(), j.tolist(), n.tolist())
+    # A row longer than the limit still goes whole, in a batch of its own.
+    batches = list(co.packed_pairs(i, j, n, max_pairs=1))
+    assert [b.column(co.COL_I).to_pylist() for b in batches] == [[0], [2], [5]]
+    assert co.unpacked_pairs(pa.Table.from_batches(batches))[1].tolist() == j.tolist()
 
 
 def test_top_neighbors_rank_cosines_with_ties_on_the_neighbour():

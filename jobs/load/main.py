@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyspark.errors import PythonException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -79,6 +81,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(KINDS),
         help=f"comma-separated key kinds to load (default: all of {','.join(KINDS)})",
     )
+
+
+def redis_error(exc: Exception) -> str | None:
+    """The Redis error a write task ended with (``ResponseError: MISCONF ...``), read from the worker's traceback
+    that Spark reports; ``None`` when the task failed for another reason.
+
+    The writers retry what a retry can fix (a dropped connection, a restart); an error reply is Redis refusing
+    the write (out of memory under ``noeviction``, a failed snapshot with ``stop-writes-on-bgsave-error``, a
+    read-only replica), which only its operator can fix, so the job stops on it with that one line.
+    """
+    found = re.findall(r"^redis\.exceptions\.(\w+): (.+)$", str(exc), flags=re.MULTILINE)
+    if not found:
+        return None
+    name, message = found[-1]
+    return f"{name}: {message.strip()}"
 
 
 def write_kind(df: DataFrame, *, kind: str, ttl: int | None, target: Target) -> dict[str, object]:
@@ -195,11 +212,17 @@ def run_load(
         out.rounds = round_no
         seen = {before}
         for kind, (df, ttl) in frames.items():
-            with stages(f"load_{kind}" if round_no == 1 else f"load_{kind}_round{round_no}"):
-                if kind == "user" and user_files is not None:
-                    stats = direct.write_user_lists(spark, user_files, ttl=ttl, target=target, version=version)
-                else:
-                    stats = write_kind(df, kind=kind, ttl=ttl, target=target)
+            try:
+                with stages(f"load_{kind}" if round_no == 1 else f"load_{kind}_round{round_no}"):
+                    if kind == "user" and user_files is not None:
+                        stats = direct.write_user_lists(spark, user_files, ttl=ttl, target=target, version=version)
+                    else:
+                        stats = write_kind(df, kind=kind, ttl=ttl, target=target)
+            except PythonException as exc:
+                reason = redis_error(exc)
+                if reason is None:
+                    raise
+                raise JobError(f"Redis at {cfg.redis.url} refused the {kind} keys: {reason}") from exc
             out.keys[kind] = int(stats["keys"])  # type: ignore[call-overload]
             out.retries += int(stats["retries"])  # type: ignore[call-overload]
             if kind == "user":

@@ -16,12 +16,13 @@ from pyspark.sql import types as T
 
 from jobs.blend.main import SIMILAR_ITEMS
 from jobs.common import lake
+from jobs.common.errors import JobError
 from jobs.common.progress import Stages
-from jobs.load.main import run_load
+from jobs.load.main import redis_error, run_load
 from jobs.load.writer import Target, write_rows
 from recsys.config import Config, LakeConfig, RedisConfig, ServingConfig
 from recsys.encoding import SOURCE_BITS, decode_list
-from recsys.localredis import free_port, start_redis
+from recsys.localredis import free_port, start_redis, stop_redis
 from serving.store import RedisStore
 
 pytestmark = [pytest.mark.spark, pytest.mark.redis]
@@ -205,3 +206,31 @@ def test_writer_retries_through_a_redis_restart(tmp_path: Path) -> None:
         for p in restarted:
             p.terminate()
             p.wait(timeout=10)
+
+
+def test_a_redis_that_refuses_writes_stops_the_load_with_its_reply(spark, lake_root, tmp_path) -> None:
+    # Reads work and writes get an error reply: as with a failed snapshot (MISCONF) or a full noeviction server.
+    port = free_port()
+    server = start_redis(port, tmp_path / "refusing", "--min-replicas-to-write", "1")
+    try:
+        cfg = make_config(lake_root, f"redis://127.0.0.1:{port}/0")
+        write_lake(spark, cfg)
+        with pytest.raises(JobError) as caught:
+            run_load(spark, cfg, stages=Stages("load"))
+        message = str(caught.value)
+        expected = f"Redis at redis://127.0.0.1:{port}/0 refused the user keys: ResponseError: NOREPLICAS"
+        assert message.startswith(expected)
+        assert "Traceback" not in message and "\n" not in message
+        assert redis.Redis(port=port).dbsize() == 0
+    finally:
+        stop_redis(server)
+
+
+def test_redis_error_reads_the_last_redis_exception_of_a_worker_traceback() -> None:
+    text = (
+        "An exception was thrown from the Python worker:\nTraceback (most recent call last):\n"
+        '  File "jobs/load/resp.py", line 128, in _raise_reply\n    raise ResponseError(message)\n'
+        "redis.exceptions.ResponseError: OOM command not allowed when used memory > 'maxmemory'.\n"
+    )
+    assert redis_error(RuntimeError(text)) == "ResponseError: OOM command not allowed when used memory > 'maxmemory'."
+    assert redis_error(RuntimeError("ValueError: a user factor array is null")) is None

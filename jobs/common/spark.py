@@ -35,6 +35,10 @@ LOCAL_DEFAULTS = {
     # several times grow exponentially; an evaluation sweep died of "OutOfMemoryError: Java heap space"
     # in QueryExecution.explainString. Truncated plan strings cost nothing else.
     "spark.sql.maxPlanStringLength": "1000000",
+    # Cached DataFrames (the ingest's tagged batch above all) are kept uncompressed: its ids and raw text are
+    # mostly unique, so compression barely shrinks the cache while encoding it costs the ingest's quality pass
+    # CPU on every batch (docs/lake.md). A cluster short of memory can set it back to true in spark.extra.
+    "spark.sql.inMemoryColumnarStorage.compressed": "false",
 }
 
 

@@ -98,6 +98,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     setup_logging()
+    print(f"load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     base = load_config(args.conf_file)
     results = []
     for n in [int(x) for x in args.events.split(",")]:

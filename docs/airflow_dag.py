@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from airflow import DAG
 from airflow.models import Variable
 from airflow.operators.bash import BashOperator
-from airflow.operators.python import ShortCircuitOperator
 
 HOME = Variable.get("RECSYS_HOME", default_var="/opt/recsys")
 CONF = Variable.get("RECSYS_CONF", default_var="conf/cluster.yaml")
@@ -54,19 +53,14 @@ with DAG(
         ),
     )
     # The pipeline job decides between incremental and nothing-to-do from the watermark; its own ingest stage
-    # is skipped because the two tasks above did it (and it would be a no-op MERGE anyway).
+    # is skipped because the two tasks above did it (and it would be a no-op MERGE anyway). Sunday nights run
+    # it with --full: every user rescored with the new models (the other nights rescore changed users only,
+    # and their candidate tables hold those users only, so a full rescore runs the als and content stages too).
     pipeline = BashOperator(
         task_id="models_blend_load",
-        bash_command=SUBMIT.format(job="pipeline", args="--skip ingest"),
-    )
-    # Sunday nights also rescore every user with the new models (the nightly runs rescore changed users only).
-    is_sunday = ShortCircuitOperator(
-        task_id="is_sunday",
-        python_callable=lambda logical_date, **_: logical_date.weekday() == 6,
-    )
-    weekly_full = BashOperator(
-        task_id="weekly_full_rescore",
-        bash_command=SUBMIT.format(job="pipeline", args="--skip ingest,als,content --full"),
+        bash_command=SUBMIT.format(
+            job="pipeline", args="--skip ingest {{ '--full' if logical_date.weekday() == 6 else '' }}"
+        ),
     )
 
-    ingest_products >> ingest_events >> pipeline >> is_sunday >> weekly_full
+    ingest_products >> ingest_events >> pipeline

@@ -18,6 +18,7 @@ from jobs.common import lake
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
 from jobs.common.runs import model_version, write_run_record
+from jobs.common.scope import read_scope
 from recsys import schema as S
 from recsys.bundle import write_bundle
 from recsys.config import Config
@@ -38,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data cut-off (ISO time; default: the latest event) for decay and the window",
     )
     parser.add_argument("--no-bundle", action="store_true", help="skip the serving bundle export")
+    parser.add_argument(
+        "--users",
+        default=None,
+        metavar="PATH",
+        help="CF candidates only for the users in this Delta table (column user_id), e.g. the users an "
+        "incremental pipeline run rescores; the candidate table then holds only them (docs/schedule.md)",
+    )
 
 
 def update_index(spark: SparkSession, path: str, ids: DataFrame, *, col_id: str, col_idx: str) -> DataFrame:
@@ -88,6 +96,7 @@ def write_candidates(
     *,
     n_items: int,
     model_version: str,
+    user_metadata: str | None = None,
 ) -> str:
     """Writes ``cf_candidates`` for the ``subset`` users; returns the scoring used (logged and recorded).
 
@@ -105,6 +114,7 @@ def write_candidates(
         item_f: ``item_idx, factors`` of the model (the cached ``als_item_factors`` rows).
         n_items: Rows of the model's item factors.
         model_version: Tag of every row.
+        user_metadata: The Delta commit's ``userMetadata`` (the scope tag when ``subset`` is a scoped set).
 
     Returns:
         ``broadcast`` or ``recommendForUserSubset``.
@@ -132,14 +142,14 @@ def write_candidates(
                 top_n=acfg.top_n,
                 model_version=model_version,
             )
-            lake.overwrite_version(cands, out)
+            lake.overwrite_version(cands, out, user_metadata=user_metadata)
         finally:
             matrix.destroy()
     else:
         # Fetch 2 x top_n so that removing the user's own items still leaves top_n for nearly everyone.
         recs = model.recommendForUserSubset(subset.select(tr.COL_USER_IDX), 2 * acfg.top_n)
         cands = tr.candidates_table(recs, train, subset, items, top_n=acfg.top_n, model_version=model_version)
-        lake.overwrite_version(cands, out)
+        lake.overwrite_version(cands, out, user_metadata=user_metadata)
     return scoring
 
 
@@ -155,6 +165,7 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
     if not lake.table_exists(spark, path):
         raise JobError(f"no interactions table at {path}: run ingest first")
     events = lake.read_table(spark, path)
+    scope = read_scope(spark, args.users) if args.users else None
     counts: dict[str, int] = {}
     with stages("matrix"):
         as_of = _as_of(args, events)
@@ -196,8 +207,19 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
                 tr.active_users(events, as_of=as_of, window_days=acfg.active_window_days), S.COL_USER
             )
         )
+        if scope is not None:
+            subset = subset.join(scope.users, S.COL_USER, "left_semi")
         scoring = write_candidates(
-            spark, cfg, model, train, subset, items, item_f, n_items=counts["items"], model_version=version
+            spark,
+            cfg,
+            model,
+            train,
+            subset,
+            items,
+            item_f,
+            n_items=counts["items"],
+            model_version=version,
+            user_metadata=None if scope is None else scope.tag,
         )
         cand_table = lake.read_table(spark, cfg.table_path(lake.CF_CANDIDATES))
         written = cand_table.agg(
@@ -248,6 +270,7 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
         "binary_confidence": acfg.binary_confidence,
         "top_n": acfg.top_n,
         "all_users": args.all_users,
+        "users": None if scope is None else scope.tag,
         "active_window_days": acfg.active_window_days,
         "candidates_scoring": scoring,
         "as_of": as_of.isoformat(),

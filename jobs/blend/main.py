@@ -19,6 +19,7 @@ from jobs.common import lake
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
 from jobs.common.runs import model_version, write_run_record
+from jobs.common.scope import check_scope
 from jobs.evaluate import baselines as bl
 from recsys import schema as S
 from recsys.config import Config
@@ -170,6 +171,7 @@ def run_blend(
     stages: Stages,
     users: DataFrame | None = None,
     all_users: bool = False,
+    scope: str | None = None,
 ) -> BlendOutcome:
     """Computes and writes the popular lists, item-kNN neighbours, similar items and the blended lists.
 
@@ -181,6 +183,8 @@ def run_blend(
         users: Only these users are rescored (``user_id`` rows) and merged into ``recommendations``;
             ``None`` rescores everyone and replaces the table.
         all_users: In a full run, score every user with interactions.
+        scope: The scope tag of ``users`` (:mod:`jobs.common.scope`) when the candidate tables were written
+            for them only; a candidate table written for another scope stops the run before any work.
 
     Returns:
         Counts and timings of the run.
@@ -191,6 +195,10 @@ def run_blend(
     for path in (ipath, ppath):
         if not lake.table_exists(spark, path):
             raise JobError(f"no Delta table at {path}: run ingest first")
+    for name, job in ((lake.CF_CANDIDATES, "als"), (lake.CONTENT_CANDIDATES, "content")):
+        path = cfg.table_path(name)
+        if lake.table_exists(spark, path):
+            check_scope(spark, path, table=name, job=job, scope=scope)
     events = lake.read_table(spark, ipath)
     products = lake.read_table(spark, ppath).select(S.COL_ITEM, S.COL_CATEGORY, S.COL_AVAILABLE).cache()
     counts: dict[str, int] = {}

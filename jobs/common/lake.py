@@ -30,6 +30,8 @@ ITEMKNN_NEIGHBORS = "itemknn_neighbors"
 RECOMMENDATIONS = "recommendations"
 POPULAR = "popular"
 RUNS = "runs"
+# The users an incremental pipeline run rescores (jobs.common.scope), replaced by each such run.
+RESCORED_USERS = "rescored_users"
 # Columns with Delta file statistics in derived tables (overwrite_version): the first, their key.
 DERIVED_STATS_COLUMNS = 1
 
@@ -166,7 +168,9 @@ def append(spark: SparkSession, df: DataFrame, path: str, spec: TableSpec) -> No
     df.select(*spec.schema.fieldNames()).write.format("delta").mode("append").save(path)
 
 
-def overwrite_version(df: DataFrame, path: str, *, partition_by: Sequence[str] = ()) -> None:
+def overwrite_version(
+    df: DataFrame, path: str, *, partition_by: Sequence[str] = (), user_metadata: str | None = None
+) -> None:
     """Replaces a derived table (model outputs) whole: a rerun writes a new Delta version, readers see one.
 
     An unpartitioned table is written without Delta's optimized write: its files are then the partitions of
@@ -178,6 +182,9 @@ def overwrite_version(df: DataFrame, path: str, *, partition_by: Sequence[str] =
     the per-user and per-product tables), which is what a lookup of one user or product skips files by; by
     default it computes them on the first 32 columns, which made the candidate tables' writes slower,
     and the jobs read these tables whole.
+
+    ``user_metadata`` goes into the commit's ``userMetadata`` (the scope of a candidate table written for some
+    users only, :mod:`jobs.common.scope`).
     """
     writer = (
         df.write.format("delta")
@@ -189,4 +196,6 @@ def overwrite_version(df: DataFrame, path: str, *, partition_by: Sequence[str] =
         writer = writer.partitionBy(*partition_by)
     else:
         writer = writer.option("optimizeWrite", "false")
+    if user_metadata is not None:
+        writer = writer.option("userMetadata", user_metadata)
     writer.save(path)

@@ -1,12 +1,13 @@
 """The content job: product vectors, top-K similar items, user content candidates, and a run record.
 
-    ./spark-submit.sh content [--sample-recall N] [--lake DIR]
+    ./spark-submit.sh content [--sample-recall N] [--lake DIR] [--users PATH]
 
 Reads ``products`` and ``interactions``, writes ``item_neighbors`` and ``content_candidates`` as new Delta
 versions tagged ``model_version = content-YYYYmmddTHHMMSSZ``, and appends a row to ``runs`` with the
 parameters, a tie-aware recall check of the neighbours against brute-force cosine on a random sample of
-products, the timing of every stage and the row counts. Every run recomputes everything (it is cheap), so a
-product added since the last run gets neighbours and is a neighbour of others.
+products, the timing of every stage and the row counts. Every run recomputes the neighbours, so a product
+added since the last run gets neighbours and is a neighbour of others; ``--users`` limits the candidates to
+the users of a table (an incremental pipeline run's, :mod:`jobs.common.scope`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from jobs.common.confidence import interaction_confidence
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
 from jobs.common.runs import write_run_record
+from jobs.common.scope import read_scope
 from jobs.content.candidates import catalogue_arrays, content_candidates_broadcast
 from jobs.content.neighbours import COL_NEIGHBOR, exact_candidates, tie_aware_recall
 from jobs.content.transforms import content_candidates, product_features, similar_items, vector_entries
@@ -50,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="products checked against brute-force cosine in the run record (default: content.recall_sample)",
     )
     parser.add_argument("--lake", default=None, metavar="DIR", help="lake root overriding lake.root")
+    parser.add_argument(
+        "--users",
+        default=None,
+        metavar="PATH",
+        help="content candidates only for the users in this Delta table (column user_id), e.g. the users an "
+        "incremental pipeline run rescores; the candidate table then holds only them (docs/schedule.md)",
+    )
 
 
 def model_version(now: datetime) -> str:
@@ -88,6 +97,7 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
     stages = Stages(JOB)
     products = _read(spark, cfg, lake.PRODUCTS)
     events = _read(spark, cfg, lake.INTERACTIONS)
+    scope = read_scope(spark, args.users) if args.users else None
 
     with stages("features"):
         feats = product_features(products, weights=c.weights, title_features=c.title_features).cache()
@@ -109,7 +119,9 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
     with stages("content_candidates"):
         last_ts = events.agg(F.max(S.COL_TS)).first()[0]
         as_of = last_ts.replace(tzinfo=UTC) if last_ts is not None else started
-        conf = interaction_confidence(events, cfg=cfg.events, as_of=as_of)
+        # A user's candidates depend on their own events only, so a scoped run reads just its users' events.
+        scoped = events if scope is None else events.join(scope.users, S.COL_USER, "left_semi")
+        conf = interaction_confidence(scoped, cfg=cfg.events, as_of=as_of)
         active_since = as_of - timedelta(days=cfg.als.active_window_days)
         if n_products <= c.broadcast_max_products:
             log.info("content candidates: numpy with the catalogue broadcast (%d products)", n_products)
@@ -140,7 +152,9 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
                 recent_items=c.recent_items,
             )
         cands = cands.withColumn("model_version", F.lit(version))
-        lake.overwrite_version(cands, cfg.table_path(lake.CONTENT_CANDIDATES))
+        lake.overwrite_version(
+            cands, cfg.table_path(lake.CONTENT_CANDIDATES), user_metadata=None if scope is None else scope.tag
+        )
         n_candidates = lake.read_table(spark, cfg.table_path(lake.CONTENT_CANDIDATES)).count()
     finished = datetime.now(UTC)
     record = {
@@ -148,7 +162,11 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
         "model_version": version,
         "started_at": started,
         "finished_at": finished,
-        "params": {**dataclasses.asdict(c), "as_of": as_of.isoformat()},
+        "params": {
+            **dataclasses.asdict(c),
+            "as_of": as_of.isoformat(),
+            "users": None if scope is None else scope.tag,
+        },
         "metrics": {f"neighbors_{key}": value for key, value in recall.items()},
         "timings": stages.seconds,
         "row_counts": {

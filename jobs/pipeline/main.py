@@ -2,9 +2,11 @@
 
 Incremental by default: the users rescored are those with interactions ingested after the previous
 pipeline run's watermark (kept in the ``runs`` table), plus users whose stored list shows a product updated
-since then; ``--full`` rescores everyone. An input whose files (names, sizes, modification times) are those
-the last completed run ingested is not read again (``--reingest`` reads it). With no new data every stage
-reports "nothing to do" and nothing is written, not even a run record, so a rerun is cheap and idempotent.
+since then; ``--full`` rescores everyone. The als and content stages of an incremental run write candidates
+for those users only (``--users``, :mod:`jobs.common.scope`); the models are still fitted on all data. An
+input whose files (names, sizes, modification times) are those the last completed run ingested is not read
+again (``--reingest`` reads it). With no new data every stage reports "nothing to do" and nothing is
+written, not even a run record, so a rerun is cheap and idempotent.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from jobs.common import lake
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
 from jobs.common.runs import model_version, write_run_record
+from jobs.common.scope import read_scope
 from jobs.load.main import run_load
 from jobs.pipeline import transforms as tr
 from recsys import schema as S
@@ -286,7 +289,15 @@ def run_pipeline(
     elif not args.full:
         out.mode = "full (first run)"
 
-    for name, argv in (("als", []), ("content", [])):
+    # An incremental run scores candidates for its users only: als and content read them from a table.
+    scope: str | None = None
+    scoped: list[str] = []
+    if users is not None:
+        upath = cfg.table_path(lake.RESCORED_USERS)
+        lake.overwrite_version(users, upath)
+        scope = read_scope(spark, upath).tag
+        scoped = ["--users", upath]
+    for name, argv in (("als", scoped), ("content", scoped)):
         with stages(name):
             if name in skip:
                 log.info("[pipeline] %s: skipped (--skip)", name)
@@ -297,7 +308,7 @@ def run_pipeline(
         if "blend" in skip:
             log.info("[pipeline] blend: skipped (--skip)")
         else:
-            blended = run_blend(spark, cfg, version=version, stages=Stages("blend"), users=users)
+            blended = run_blend(spark, cfg, version=version, stages=Stages("blend"), users=users, scope=scope)
             out.users_scored = blended.users
     with stages("load"):
         if "load" in skip:

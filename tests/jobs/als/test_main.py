@@ -13,6 +13,7 @@ from chispa import assert_df_equality
 from jobs.als import main as als_main
 from jobs.common import lake
 from jobs.common.errors import JobError
+from jobs.common.scope import written_scope
 from recsys.bundle import current_bundle_dir, load_bundle
 from recsys.config import AlsConfig, Config, LakeConfig
 from recsys.foldin import fold_in
@@ -46,7 +47,7 @@ def test_als_job_writes_every_output(spark, lake_root, tmp_path, max_mb, scoring
             rank=4, max_iter=10, top_n=2, alpha=5.0, reg_param=0.05, seed=1, candidates_broadcast_max_mb=max_mb
         ),
     )
-    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=False)
+    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=False, users=None)
     assert als_main.run(args, cfg, spark) == 0
 
     cands = lake.read_table(spark, cfg.table_path(lake.CF_CANDIDATES))
@@ -80,8 +81,39 @@ def test_als_job_writes_every_output(spark, lake_root, tmp_path, max_mb, scoring
     assert json.loads(run["metrics"])["candidate_users_share"] == pytest.approx(11 / 12)
 
 
+def test_users_table_limits_the_candidates_and_tags_the_commit(spark, lake_root, tmp_path):
+    _events(spark, lake_root)
+    cfg = Config(
+        lake=LakeConfig(
+            root=str(lake_root), models_root=str(tmp_path / "models"), checkpoint_dir=str(tmp_path / "ckpt")
+        ),
+        als=AlsConfig(rank=4, max_iter=10, top_n=2, alpha=5.0, reg_param=0.05, seed=1),
+    )
+    users = str(tmp_path / "rescored_users")
+    # u11 is inactive (no candidates in any run); u99 has no interactions.
+    lake.overwrite_version(spark.createDataFrame([("u0",), ("u7",), ("u11",), ("u99",)], "user_id string"), users)
+    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=True, users=users)
+    assert als_main.run(args, cfg, spark) == 0
+
+    path = cfg.table_path(lake.CF_CANDIDATES)
+    cands = lake.read_table(spark, path)
+    assert sorted({r["user_id"] for r in cands.collect()}) == ["u0", "u7"]
+    firsts = {r["user_id"]: r["product_id"] for r in cands.where("rank = 1").collect()}
+    assert firsts == {"u0": "p0", "u7": "p7"}
+    assert written_scope(spark, path) == f"users:{users}@v0"
+    run = lake.read_table(spark, cfg.table_path(lake.RUNS)).first()
+    assert json.loads(run["params"])["users"] == f"users:{users}@v0"
+    assert json.loads(run["row_counts"])["users"] == 12  # the model is still fitted on every user
+
+    # Without --users the table holds every active user again, untagged.
+    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=True, users=None)
+    assert als_main.run(args, cfg, spark) == 0
+    assert lake.read_table(spark, path).select("user_id").distinct().count() == 11
+    assert written_scope(spark, path) is None
+
+
 def test_negative_broadcast_limit_is_an_error_naming_the_key(spark, tmp_path):
     cfg = Config(lake=LakeConfig(root=str(tmp_path / "lake")), als=AlsConfig(candidates_broadcast_max_mb=-1))
-    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=False)
+    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=False, users=None)
     with pytest.raises(JobError, match="als.candidates_broadcast_max_mb must be >= 0"):
         als_main.run(args, cfg, spark)

@@ -10,6 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.common import lake
+from jobs.common.scope import written_scope
 from jobs.content import main
 from recsys.config import load_config
 
@@ -30,26 +31,22 @@ EVENTS = [
 ]
 
 
-def _run(spark, root) -> None:
-    args = argparse.Namespace(full=False, sample_recall=5, lake=str(root), conf_file=None)
+def _run(spark, root, users: str | None = None) -> None:
+    args = argparse.Namespace(full=False, sample_recall=5, lake=str(root), conf_file=None, users=users)
     assert main.run(args, load_config(), spark) == 0
 
 
+def _seed(spark, root) -> None:
+    for name, rows, schema in (
+        ("products", PRODUCTS, lake.PRODUCTS_SCHEMA),
+        ("interactions", EVENTS, lake.INTERACTIONS_SCHEMA),
+    ):
+        lake.merge_upsert(spark, spark.createDataFrame(rows, schema), str(root / name), lake.TABLES[name])
+
+
 def test_outputs_runs_and_new_product_gets_neighbours(spark, lake_root):
-    cfg = load_config()
     path = lambda name: str(lake_root / name)  # noqa: E731
-    lake.merge_upsert(
-        spark,
-        spark.createDataFrame(PRODUCTS, lake.PRODUCTS_SCHEMA),
-        path("products"),
-        lake.TABLES["products"],
-    )
-    lake.merge_upsert(
-        spark,
-        spark.createDataFrame(EVENTS, lake.INTERACTIONS_SCHEMA),
-        path("interactions"),
-        lake.TABLES["interactions"],
-    )
+    _seed(spark, lake_root)
     _run(spark, lake_root)
     first = lake.read_table(spark, path("item_neighbors"))
     assert first.columns == ["product_id", "neighbor_id", "score", "rank", "model_version"]
@@ -78,4 +75,21 @@ def test_outputs_runs_and_new_product_gets_neighbours(spark, lake_root):
     assert metrics["neighbors_recall"] == pytest.approx(1.0)
     assert json.loads(runs[1]["row_counts"])["item_neighbors"] == 30
     assert set(json.loads(runs[1]["timings"])) >= {"features", "similar_items", "recall_check"}
-    assert json.loads(runs[1]["params"])["top_k"] == cfg.content.top_k
+    assert json.loads(runs[1]["params"])["top_k"] == load_config().content.top_k
+
+
+def test_users_table_limits_the_candidates_to_the_same_rows(spark, lake_root, tmp_path):
+    _seed(spark, lake_root)
+    table = str(lake_root / "content_candidates")
+    _run(spark, lake_root)
+    every = lake.read_table(spark, table).drop("model_version")
+    assert {r["user_id"] for r in every.collect()} == {"u1", "u2"}
+    users = str(tmp_path / "rescored_users")
+    lake.overwrite_version(spark.createDataFrame([("u1",), ("u9",)], "user_id string"), users)
+    _run(spark, lake_root, users=users)
+    scoped = lake.read_table(spark, table).drop("model_version")
+    # u1's candidates are the rows of the run over every user; u2 is not scored, u9 has no events.
+    assert sorted(scoped.collect()) == sorted(every.where(F.col("user_id") == "u1").collect())
+    assert written_scope(spark, table) == f"users:{users}@v0"
+    runs = lake.read_table(spark, str(lake_root / "runs")).orderBy("started_at").collect()
+    assert [json.loads(r["params"])["users"] for r in runs] == [None, f"users:{users}@v0"]

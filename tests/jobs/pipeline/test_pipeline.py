@@ -11,7 +11,11 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
+from jobs.blend.main import run_blend
 from jobs.common import lake
+from jobs.common.errors import JobError
+from jobs.common.progress import Stages
+from jobs.common.scope import written_scope
 from jobs.pipeline.main import input_fingerprint, run_pipeline
 from recsys.config import Config, LakeConfig, RedisConfig, SparkConfig
 from recsys.encoding import decode_list
@@ -124,6 +128,49 @@ def test_incremental_rescores_only_changed_users(spark, lake_root, redis_server,
     assert third.notes == {"reason": "no new data"} and third.users_scored == 0 and ran == []
     assert versions(spark, cfg) == before
     assert recs.where(F.col("user_id") == "u2").count() == 1
+
+
+def test_incremental_run_scores_candidates_of_its_users_only(spark, lake_root, redis_server) -> None:
+    cfg = config(lake_root, redis_server)
+    cfg = dataclasses.replace(
+        cfg,
+        lake=dataclasses.replace(cfg.lake, checkpoint_dir=str(lake_root / "checkpoints")),
+        als=dataclasses.replace(cfg.als, rank=4, max_iter=2),
+        content=dataclasses.replace(cfg.content, recall_sample=0),
+    )
+    seed_lake(spark, cfg)
+    paths = {name: cfg.table_path(name) for name in (lake.CF_CANDIDATES, lake.CONTENT_CANDIDATES)}
+
+    def users_of(path: str) -> set[str]:
+        return {r["user_id"] for r in lake.read_table(spark, path).select("user_id").distinct().collect()}
+
+    first = run_pipeline(args(), cfg, spark)  # the real als and content jobs
+    assert first.users_scored == 3
+    for path in paths.values():
+        assert users_of(path) == {"u1", "u2", "u3"} and written_scope(spark, path) is None
+
+    # u2 buys p1: the incremental run fits the models on every user but scores candidates for u2 only.
+    spark.createDataFrame(
+        [event("e5", "u2", "p1", "purchase", T1, T1)], lake.INTERACTIONS_SCHEMA
+    ).write.format("delta").mode("append").save(cfg.table_path(lake.INTERACTIONS))
+    second = run_pipeline(args(), cfg, spark)
+    assert second.mode == "incremental" and second.users_scored == 1
+    tag = f"users:{cfg.table_path(lake.RESCORED_USERS)}@v0"
+    for path in paths.values():
+        assert users_of(path) == {"u2"} and written_scope(spark, path) == tag
+        bought = lake.read_table(spark, path).where(F.col("product_id").isin("p1", "p3")).count()
+        assert bought == 0
+    recs = lake.read_table(spark, cfg.table_path(lake.RECOMMENDATIONS))
+    assert {r["user_id"] for r in recs.collect()} == {"u1", "u2", "u3"}  # the others keep their lists
+
+    # A blend of every user would read u2's candidates only: it stops first, naming the table and the job.
+    with pytest.raises(JobError, match=r"cf_candidates at .* holds only the candidates of the users in .*als"):
+        run_blend(spark, cfg, version="blend-test", stages=Stages("blend"))
+    # --full scores every user's candidates again.
+    third = run_pipeline(args(full=True), cfg, spark)
+    assert third.users_scored == 3
+    for path in paths.values():
+        assert users_of(path) == {"u1", "u2", "u3"} and written_scope(spark, path) is None
 
 
 def test_input_fingerprint_changes_with_the_files_and_ignores_hidden_ones(spark, tmp_path) -> None:

@@ -1,12 +1,18 @@
 """The whole pipeline on generated data (1M, 4M events): seconds per stage, ratio to a bare ALS fit.
 
+First, untimed, the pipeline on a small sample (``--warm-up``, 30k events): the JVM's classes and JIT and
+the Python workers' imports are then warm for every timed size, as they are for the bare fit, which always
+runs after a pipeline in the same process (without it the first size paid the warm-up, docs/schedule.md).
 For each size it generates a sample (``generate``: ``--events-per-user 30``, users = events / 30, 20k
 products), runs ``pipeline --full`` (ingest, als, content, blend, load into a redis-server it starts on a
 free loopback port) in one Spark session on a fresh lake in a temp folder, then times the bare ALS fit
 (``build_als(cfg.als).fit``) on the training matrix of the same lake, cached and counted beforehand. The
-target is ``pipeline seconds / ALS fit seconds <= 2.5``. Last, it runs the pipeline again, incrementally, on
+target is ``pipeline seconds / ALS fit seconds <= 2.5``. Then it runs the pipeline again, incrementally, on
 the same input files: no new data, so it must score no user and load no key; its seconds are the cost of a
-scheduled run that finds nothing to do (``--no-rerun`` skips it).
+scheduled run that finds nothing to do (``--no-rerun`` skips it). Last, the nightly case: a new input file
+holds copies (new event ids) of the events of ``--new-share`` of the users (1%), and the pipeline runs
+incrementally: it ingests them, refits the models on all data and rescores those users only; printed with
+its share of the full run (``--no-incremental`` skips it).
 
     .venv/bin/python bench/pipeline.py [--events 1000000,4000000] [--conf-file conf/local.yaml]
 """
@@ -14,17 +20,20 @@ scheduled run that finds nothing to do (``--no-rerun`` skips it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from jobs.als import transforms as als_tr  # noqa: E402
@@ -89,6 +98,58 @@ def bare_als_fit(spark, cfg: Config) -> float:
     return time.perf_counter() - t0
 
 
+def add_new_events(spark, cfg: Config, share: float) -> int:
+    """Writes a new Parquet file into the sample's events folder: copies, with new event ids, of the events of
+    about ``share`` of the users (by a hash of the user id); returns the number of users in it."""
+    folder = f"{cfg.lake.raw_root}/sample/events"
+    events = spark.read.parquet(folder)
+    picked = events.where(F.abs(F.xxhash64(S.COL_USER)) % 10_000 < int(share * 10_000))
+    fresh = picked.withColumn(S.COL_EVENT_ID, F.concat(F.lit("new-"), F.col(S.COL_EVENT_ID)))
+    fresh.coalesce(1).write.mode("overwrite").parquet(f"{cfg.lake.raw_root}/new-events")
+    [written] = [f for f in os.listdir(f"{cfg.lake.raw_root}/new-events") if f.endswith(".parquet")]
+    shutil.move(f"{cfg.lake.raw_root}/new-events/{written}", f"{folder}/part-new-{written}")
+    return picked.select(S.COL_USER).distinct().count()
+
+
+def incremental_with_new_data(
+    spark, cfg: Config, full_args: argparse.Namespace, share: float
+) -> tuple[Summary, float, int]:
+    """The nightly case: new events of ``share`` of the users, then the pipeline, incremental."""
+    users = add_new_events(spark, cfg, share)
+    pargs = argparse.Namespace(**{**vars(full_args), "full": False})
+    t0 = time.perf_counter()
+    summary = run_pipeline(pargs, cfg, spark)
+    seconds = time.perf_counter() - t0
+    print(summary.line(), flush=True)
+    print(
+        f"incremental run, new events of {users:,} users: {seconds:.1f}s, {summary.users_scored:,} users "
+        f"scored, {summary.keys_loaded:,} keys loaded",
+        flush=True,
+    )
+    return summary, seconds, users
+
+
+@contextlib.contextmanager
+def bench_session(base: Config, n: int) -> Iterator[tuple[SparkSession, Config]]:
+    """A fresh lake in a temp folder, a redis-server on a free port, and the Spark session; all removed after."""
+    work = tempfile.mkdtemp(prefix=f"bench-pipeline-{n}-")
+    server = None
+    spark = None
+    try:
+        port = free_port()
+        server = start_redis(port, work)
+        cfg = bench_config(base, work, f"redis://127.0.0.1:{port}/0")
+        spark = build_spark(dataclasses.replace(cfg.spark, driver_memory="3g", log_level="ERROR"), "bench-pipeline")
+        spark.sparkContext.setCheckpointDir(cfg.lake.checkpoint_dir)
+        yield spark, cfg
+    finally:
+        if spark is not None:
+            spark.stop()
+        if server is not None:
+            stop_redis(server)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", default="1000000,4000000", help="comma-separated event counts")
@@ -96,25 +157,43 @@ def main() -> int:
     parser.add_argument(
         "--no-rerun", action="store_true", help="skip the incremental rerun with no new data after the full run"
     )
+    parser.add_argument(
+        "--new-share",
+        type=float,
+        default=0.01,
+        help="share of the users with new events in the last, incremental run (default 0.01)",
+    )
+    parser.add_argument(
+        "--no-incremental", action="store_true", help="skip the incremental run with new data at the end"
+    )
+    parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=30_000,
+        metavar="EVENTS",
+        help="untimed pipeline on this many events first, so that the first timed size, like the bare fit "
+        "after it, runs in a warm JVM and Python workers (default 30000; 0: none)",
+    )
     args = parser.parse_args()
     setup_logging()
     print(f"load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     base = load_config(args.conf_file)
+    pargs = argparse.Namespace(
+        full=True, events=None, products=None, format=None, preset=None, skip="", reingest=False
+    )
+    if args.warm_up:
+        with bench_session(base, args.warm_up) as (spark, cfg):
+            generate(spark, cfg, args.warm_up)
+            t0 = time.perf_counter()
+            run_pipeline(pargs, cfg, spark)
+            print(
+                f"warm-up: pipeline on {args.warm_up:,} events in {time.perf_counter() - t0:.1f}s (not counted)",
+                flush=True,
+            )
     results = []
     for n in [int(x) for x in args.events.split(",")]:
-        work = tempfile.mkdtemp(prefix=f"bench-pipeline-{n}-")
-        port = free_port()
-        server = start_redis(port, work)
-        cfg = bench_config(base, work, f"redis://127.0.0.1:{port}/0")
-        spark = build_spark(
-            dataclasses.replace(cfg.spark, driver_memory="3g", log_level="ERROR"), "bench-pipeline"
-        )
-        spark.sparkContext.setCheckpointDir(cfg.lake.checkpoint_dir)
-        try:
+        with bench_session(base, n) as (spark, cfg):
             generate(spark, cfg, n)
-            pargs = argparse.Namespace(
-                full=True, events=None, products=None, format=None, preset=None, skip="", reingest=False
-            )
             t0 = time.perf_counter()
             summary = run_pipeline(pargs, cfg, spark)
             total = time.perf_counter() - t0
@@ -125,11 +204,8 @@ def main() -> int:
                 flush=True,
             )
             rerun = None if args.no_rerun else rerun_without_new_data(spark, cfg, pargs)
-            results.append((n, summary, total, fit, rerun))
-        finally:
-            spark.stop()
-            stop_redis(server)
-            shutil.rmtree(work, ignore_errors=True)
+            nightly = None if args.no_incremental else incremental_with_new_data(spark, cfg, pargs, args.new_share)
+            results.append((n, summary, total, fit, rerun, nightly))
     stages = ("ingest", "als", "content", "blend", "load")
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(
@@ -139,7 +215,7 @@ def main() -> int:
     )
     print("|---" * (len(stages) + 7) + "|")
     failed = False
-    for n, summary, total, fit, rerun in results:
+    for n, summary, total, fit, rerun, _ in results:
         if rerun is None:
             again = "-"
         else:
@@ -151,8 +227,27 @@ def main() -> int:
             + " | ".join(f"{summary.seconds.get(s, 0):.1f}" for s in stages)
             + f" | {total:.1f} | {fit:.1f} | {total / fit:.2f} | {again} |"
         )
+    nightly_rows = [(n, total, nightly) for n, _, total, _, _, nightly in results if nightly is not None]
+    if nightly_rows:
+        print(
+            "\n| events | users with new events | users scored | keys | "
+            + " | ".join(f"{s} s" for s in stages)
+            + " | incremental s | share of the full run |"
+        )
+        print("|---" * (len(stages) + 6) + "|")
+    for n, total, (summary, seconds, users) in nightly_rows:
+        print(
+            f"| {n:,} | {users:,} | {summary.users_scored:,} | {summary.keys_loaded:,} | "
+            + " | ".join(f"{summary.seconds.get(s, 0):.1f}" for s in stages)
+            + f" | {seconds:.1f} | {seconds / total:.2f} |"
+        )
+        failed |= summary.users_scored > users
     if failed:
-        print("FAILED: a rerun with no new data scored users or loaded keys", file=sys.stderr)
+        print(
+            "FAILED: a rerun with no new data scored users or loaded keys, or an incremental run scored more "
+            "users than had new events",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

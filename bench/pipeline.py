@@ -116,16 +116,7 @@ def incremental_with_new_data(
 ) -> tuple[Summary, float, int]:
     """The nightly case: new events of ``share`` of the users, then the pipeline, incremental."""
     users = add_new_events(spark, cfg, share)
-    pargs = argparse.Namespace(**{**vars(full_args), "full": False})
-    t0 = time.perf_counter()
-    summary = run_pipeline(pargs, cfg, spark)
-    seconds = time.perf_counter() - t0
-    print(summary.line(), flush=True)
-    print(
-        f"incremental run, new events of {users:,} users: {seconds:.1f}s, {summary.users_scored:,} users "
-        f"scored, {summary.keys_loaded:,} keys loaded",
-        flush=True,
-    )
+    summary, seconds = incremental_run(spark, cfg, full_args, f"incremental run, new events of {users:,} users")
     return summary, seconds, users
 
 
@@ -254,13 +245,18 @@ def main() -> int:
 
 def rerun_without_new_data(spark, cfg: Config, full_args: argparse.Namespace) -> tuple[Summary, float]:
     """The pipeline again, incremental, on the same inputs; prints and returns its summary and seconds."""
+    return incremental_run(spark, cfg, full_args, "rerun with no new data")
+
+
+def incremental_run(spark, cfg: Config, full_args: argparse.Namespace, label: str) -> tuple[Summary, float]:
+    """The pipeline, incremental; prints its summary and seconds under ``label`` and returns them."""
     pargs = argparse.Namespace(**{**vars(full_args), "full": False})
     t0 = time.perf_counter()
     summary = run_pipeline(pargs, cfg, spark)
     seconds = time.perf_counter() - t0
     print(summary.line(), flush=True)
     print(
-        f"rerun with no new data: {seconds:.1f}s, {summary.users_scored:,} users scored, "
+        f"{label}: {seconds:.1f}s, {summary.users_scored:,} users scored, "
         f"{summary.keys_loaded:,} keys loaded",
         flush=True,
     )

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
+from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame, SparkSession
 
 from jobs.common import lake
@@ -287,18 +289,26 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
     over = []
     for table, df, label in todo:
         derive = table == lake.INTERACTIONS and S.COL_EVENT_ID not in df.columns
-        report = ingest_batch(
-            spark,
-            cfg,
-            df,
-            report=IngestReport(table, label),
-            now=now,
-            run_id=run_id,
-            source=source,
-            derive_event_id=derive,
-            use_gx=not args.skip_gx,
-            max_age_days=max_age_days(args, cfg, now),
-        )
+        try:
+            report = ingest_batch(
+                spark,
+                cfg,
+                df,
+                report=IngestReport(table, label),
+                now=now,
+                run_id=run_id,
+                source=source,
+                derive_event_id=derive,
+                use_gx=not args.skip_gx,
+                max_age_days=max_age_days(args, cfg, now),
+            )
+        except (Py4JJavaError, CapturedException) as exc:
+            # The files are read when the batch is first counted, before anything is written.
+            # A file Spark cannot read gets one line naming it; the input is left as it is.
+            error = sources.read_failure(exc, label)
+            if error is None:
+                raise
+            raise error from exc
         print_report(report)
         if report.quarantined_share > share:
             over.append(report)

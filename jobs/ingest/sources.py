@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 from pyspark.errors import AnalysisException
@@ -106,6 +107,14 @@ def resolve_format(path: str, fmt: str | None) -> str:
     return str(found.pop())
 
 
+# Spark's error when a file of the input cannot be read while the batch is computed (the read is lazy).
+_FAILED_READ = re.compile(r"\[(FAILED_READ_FILE[.\w]*)\] Encountered error while reading file (\S+?)\. ([^\n]*)")
+_NANOS_HINT = (
+    " (a timestamp stored in nanoseconds, as pandas and pyarrow may write it, which Spark cannot read: write it "
+    "in microseconds, e.g. pyarrow.parquet.write_table(..., coerce_timestamps='us'))"
+)
+
+
 def read_input(spark: SparkSession, path: str, fmt: str) -> DataFrame:
     """Reads ``path`` in format ``fmt`` (CSV and JSON values as strings) with each row's source file.
 
@@ -124,7 +133,26 @@ def read_input(spark: SparkSession, path: str, fmt: str) -> DataFrame:
         df = reader.format(fmt).load(path)
         return df.select("*", F.col("_metadata.file_path").alias(SOURCE_FILE_COL))
     except AnalysisException as exc:
-        raise JobError(f"--input {path}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from exc
+        first = str(exc).splitlines()[0]
+        hint = _NANOS_HINT if "TIMESTAMP(NANOS" in first else ""
+        raise JobError(f"--input {path}: cannot read as {fmt}: {first}{hint}") from exc
+
+
+def read_failure(exc: BaseException, label: str) -> JobError | None:
+    """The clear error for an input file Spark failed to read during the batch, None for any other error.
+
+    Example:
+        >>> read_failure(exc, "data/raw/events").args[0]
+        "--input data/raw/events: cannot read file:///data/raw/events/part-1.parquet: Data type mismatches ..."
+    """
+    found = _FAILED_READ.search(str(exc))
+    if found is None:
+        return None
+    kind, file, detail = found.groups()
+    detail = detail.split(" SQLSTATE:")[0].strip()
+    if kind.endswith("PARQUET_COLUMN_DATA_TYPE_MISMATCH") and "Expected Spark type timestamp" in detail:
+        detail += _NANOS_HINT
+    return JobError(f"--input {label}: cannot read {file}: {detail}")
 
 
 def check_columns(

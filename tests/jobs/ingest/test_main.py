@@ -239,6 +239,40 @@ def test_config_errors_name_the_argument_file_or_column(spark, cfg, tmp_path, ar
         assert str(tmp_path / "p.csv") in str(err.value)
 
 
+def test_an_unreadable_parquet_file_is_named_with_its_column_and_writes_nothing(spark, cfg, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "events"
+    folder.mkdir()
+    rows = pa.table(
+        {
+            "event_id": ["e1"],
+            "user_id": ["u1"],
+            "product_id": ["p1"],
+            "event_type": ["view"],
+            "ts": pa.array([datetime(2025, 6, 1, 10)], pa.timestamp("ns")),
+        }
+    )
+    # The schema comes from part-0's footer; the nanosecond timestamps of part-1 (as pandas and pyarrow may
+    # write them) fail only when the rows are read.
+    pq.write_table(rows, folder / "part-0.parquet", coerce_timestamps="us")
+    pq.write_table(rows, folder / "part-1-nanos.parquet", version="2.6")
+    args = parse("--table", "interactions", "--input", str(folder))
+    message = (
+        rf"--input {folder}: cannot read file:\S*/part-1-nanos\.parquet: Data type mismatches when reading "
+        r"Parquet column \[ts\]\. .*coerce_timestamps='us'"
+    )
+    with pytest.raises(JobError, match=message):
+        ingest.run(args, cfg, spark)
+    assert not lake.table_exists(spark, cfg.table_path("interactions"))
+    assert not lake.table_exists(spark, cfg.table_path("quarantine"))
+    # A folder of such files alone fails at the schema, with the same advice.
+    (folder / "part-0.parquet").unlink()
+    with pytest.raises(JobError, match=r"cannot read as parquet: .*TIMESTAMP\(NANOS.*coerce_timestamps='us'"):
+        ingest.run(args, cfg, spark)
+
+
 def _hash_shuffles(df) -> int:
     return df._jdf.queryExecution().executedPlan().toString().count("Exchange hashpartitioning")
 

@@ -61,7 +61,7 @@ def written_scope(spark: SparkSession, path: str) -> str | None:
     row = (
         DeltaTable.forPath(spark, path)
         .history(HISTORY_DEPTH)
-        .where(F.col("operation").isin("WRITE", "CREATE TABLE AS SELECT", "REPLACE TABLE AS SELECT"))
+        .where(F.col("operation") == "WRITE")  # lake.overwrite_version, new table or not
         .orderBy(F.col("version").desc())
         .select("userMetadata")
         .first()

@@ -40,20 +40,23 @@ with DAG(
     default_args=default_args,
     tags=["recsys"],
 ) as dag:
+    # --new-files-only: each night reads the files it has not ingested yet (the ingested_files table), not the
+    # whole history of the folder; a task that fails or quarantines too much records nothing, so a retry
+    # reads the same files again.
     ingest_products = BashOperator(
         task_id="ingest_products",
         bash_command=SUBMIT.format(
-            job="ingest", args="--table products --input {{ var.value.RECSYS_PRODUCTS }}"
+            job="ingest", args="--table products --input {{ var.value.RECSYS_PRODUCTS }} --new-files-only"
         ),
     )
     ingest_events = BashOperator(
         task_id="ingest_events",
         bash_command=SUBMIT.format(
-            job="ingest", args="--table interactions --input {{ var.value.RECSYS_EVENTS }}"
+            job="ingest", args="--table interactions --input {{ var.value.RECSYS_EVENTS }} --new-files-only"
         ),
     )
     # The pipeline job decides between incremental and nothing-to-do from the watermark; its own ingest stage
-    # is skipped because the two tasks above did it (and it would be a no-op MERGE anyway). Sunday nights run
+    # is skipped because the two tasks above did it (it would find no new file anyway). Sunday nights run
     # it with --full: every user rescored with the new models (the other nights rescore changed users only,
     # and their candidate tables hold those users only, so a full rescore runs the als and content stages too).
     pipeline = BashOperator(

@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 INTERACTIONS = "interactions"
 PRODUCTS = "products"
 QUARANTINE = "quarantine"
+# The input files each table's rows were ingested from (name, size, modification time), for --new-files-only.
+INGESTED_FILES = "ingested_files"
 # Derived tables written by the model jobs (each row tagged with model_version) and their run records.
 USER_INDEX = "user_index"
 ITEM_INDEX = "item_index"
@@ -73,6 +75,17 @@ QUARANTINE_SCHEMA = T.StructType(
     ]
 )
 
+INGESTED_FILES_SCHEMA = T.StructType(
+    [
+        T.StructField("table", T.StringType(), False),
+        T.StructField("path", T.StringType(), False),
+        T.StructField("size", T.LongType(), False),
+        T.StructField("modified", T.LongType(), False),
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("ingested_at", T.TimestampType(), False),
+    ]
+)
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -101,6 +114,9 @@ TABLES: dict[str, TableSpec] = {
         (S.COL_TITLE, S.COL_CATEGORY, S.COL_BRAND, S.COL_PRICE, S.COL_AVAILABLE),
     ),
     QUARANTINE: TableSpec(QUARANTINE, QUARANTINE_SCHEMA, ("table",), (), ()),
+    INGESTED_FILES: TableSpec(
+        INGESTED_FILES, INGESTED_FILES_SCHEMA, (), ("table", "path"), ("size", "modified")
+    ),
 }
 
 

@@ -3,6 +3,8 @@
 Every input row is accounted for: ``read = accepted + quarantined + exact duplicates``. Accepted rows are
 upserted by key (a rerun changes nothing), rows breaking a rule go to the ``quarantine`` table with the rule,
 the source file and the raw row, and the job exits 1 when the quarantined share passes the threshold.
+The input files of a successful batch are recorded in ``ingested_files`` (:mod:`jobs.ingest.ledger`);
+``--new-files-only`` reads only the files not recorded there with the same size and modification time.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from jobs.common import lake
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
-from jobs.ingest import presets, quality, sources
+from jobs.ingest import ledger, presets, quality, sources
 from jobs.ingest import transforms as TX
 from recsys import schema as S
 from recsys.config import Config
@@ -73,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="quarantine events older than this (default lake.max_event_age_days; a preset widens it to "
         "cover its data set)",
+    )
+    parser.add_argument(
+        "--new-files-only",
+        action="store_true",
+        help="read only the files of --input not ingested before with the same size and modification time "
+        "(recorded in the ingested_files table); the pipeline passes it unless --reingest",
     )
     parser.add_argument(
         "--skip-gx",
@@ -247,6 +255,8 @@ def _check_args(args: argparse.Namespace, share: float) -> None:
         raise JobError("--input is required unless --preset is given")
     if args.preset is not None and (args.mapping or args.format):
         raise JobError("--map and --format do not apply to --preset (the preset knows its columns)")
+    if args.preset is not None and args.new_files_only:
+        raise JobError("--new-files-only does not apply to --preset (a preset is one file, read whole)")
     if args.max_event_age_days is not None and args.max_event_age_days <= 0:
         raise JobError(f"--max-event-age-days must be positive, got {args.max_event_age_days}")
 
@@ -259,22 +269,49 @@ def max_age_days(args: argparse.Namespace, cfg: Config, now: datetime) -> int:
     return days
 
 
-def batches(spark: SparkSession, args: argparse.Namespace) -> tuple[list[tuple[str, DataFrame, str]], Any]:
-    """The (table, rows, label) batches to ingest and, for a preset, its exclusion report."""
+@dataclass
+class Batch:
+    """One table's input: its rows, a label naming the input, and the files to record once it is ingested."""
+
+    table: str
+    rows: DataFrame
+    label: str
+    files: list[sources.InputFile] = field(default_factory=list)
+
+
+def batches(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> tuple[list[Batch], Any]:
+    """The batches to ingest and, for a preset, its exclusion report.
+
+    With ``--new-files-only`` the batch reads only the input's unrecorded files, and there is no batch when
+    every file is recorded (the job says so).
+    """
     if args.preset is not None:
         path = args.input or os.path.abspath(PRESET_INPUTS[args.preset])
         if "://" not in path and not sources.input_files(path):
             raise JobError(f"--preset {args.preset}: input file not found: {path}")
         data = presets.online_retail_data(spark, path)
-        found = [(lake.PRODUCTS, data.products, path), (lake.INTERACTIONS, data.events, path)]
-        return [b for b in found if args.table in (None, b[0])], data.excluded
+        found = [Batch(lake.PRODUCTS, data.products, path), Batch(lake.INTERACTIONS, data.events, path)]
+        return [b for b in found if args.table in (None, b.table)], data.excluded
     fmt = sources.resolve_format(args.input, args.format)
     mapping = sources.parse_mapping(args.mapping, table=args.table)
-    df = sources.read_input(spark, args.input, fmt)
+    df = sources.read_input(spark, args.input, fmt)  # lazy: Spark lists the files, reads no data
+    listed = sources.list_files(spark, args.input, df)
+    todo = ledger.unrecorded(spark, cfg, args.table, listed)
+    if args.new_files_only and not todo:
+        print(
+            f"{args.table} from {args.input}: no new files ({len(listed):,} files, each ingested before with "
+            "the same size and modification time): nothing to read (drop --new-files-only to read them again)"
+        )
+        return [], None
+    paths = [f.path for f in todo] if args.new_files_only else None
+    if paths is not None:
+        df = sources.read_input(spark, args.input, fmt, paths)
     sources.check_columns(
         df, table=args.table, label=args.input, mapping=mapping, required=sources.REQUIRED[args.table]
     )
-    return [(args.table, TX.rename_columns(df, mapping=mapping), args.input)], None
+    if paths is not None:
+        log.info("[ingest] %s: %d new of %d files", args.input, len(todo), len(listed))
+    return [Batch(args.table, TX.rename_columns(df, mapping=mapping), args.input, todo)], None
 
 
 def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
@@ -282,18 +319,19 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
     _check_args(args, share)
     now = datetime.now(UTC)
     run_id = f"ingest-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    todo, excluded = batches(spark, args)
+    todo, excluded = batches(spark, cfg, args)
     source = args.source or (presets.ONLINE_RETAIL_SOURCE if args.preset else DEFAULT_SOURCE)
     if excluded is not None:
         print_excluded(excluded, args.preset)
     over = []
-    for table, df, label in todo:
-        derive = table == lake.INTERACTIONS and S.COL_EVENT_ID not in df.columns
+    for batch in todo:
+        table, label = batch.table, batch.label
+        derive = table == lake.INTERACTIONS and S.COL_EVENT_ID not in batch.rows.columns
         try:
             report = ingest_batch(
                 spark,
                 cfg,
-                df,
+                batch.rows,
                 report=IngestReport(table, label),
                 now=now,
                 run_id=run_id,
@@ -312,11 +350,14 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
         print_report(report)
         if report.quarantined_share > share:
             over.append(report)
+        else:
+            ledger.record(spark, cfg, table, batch.files, run_id=run_id, now=now)
     print(f"run {run_id}; tables at {cfg.lake.root}")
     for r in over:
         print(
             f"error: {r.quarantined_share:.2%} of the {r.table} rows were quarantined, more than "
             f"--max-quarantine-share {share:.2%}; the {r.accepted:,} accepted rows were written. "
-            f"See the quarantine table (run_id {run_id}), fix the input and rerun (reruns are idempotent)."
+            f"See the quarantine table (run_id {run_id}), fix the input and rerun (reruns are idempotent; "
+            "its files are not recorded as ingested, so --new-files-only reads them again)."
         )
     return 1 if over else 0

@@ -6,6 +6,8 @@ import glob
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -68,19 +70,91 @@ def format_of(name: str) -> str | None:
 
 
 def input_files(path: str) -> list[str]:
-    """The data files a local file, folder or glob names (hidden and ``_``-prefixed files skipped)."""
+    """The data files a local file, folder or glob names, partition folders (``day=.../``) included.
+
+    Hidden and ``_``-prefixed files and folders are skipped, as Spark's readers skip them.
+    """
     matches = sorted(glob.glob(path)) if glob.has_magic(path) else [path] if os.path.exists(path) else []
     files: list[str] = []
     for match in matches:
         if os.path.isdir(match):
-            files += sorted(
-                os.path.join(match, f)
-                for f in os.listdir(match)
-                if not f.startswith((".", "_")) and os.path.isfile(os.path.join(match, f))
-            )
+            for folder, subfolders, names in os.walk(match):
+                subfolders[:] = sorted(d for d in subfolders if not d.startswith((".", "_")))
+                files += sorted(os.path.join(folder, f) for f in names if not f.startswith((".", "_")))
         else:
             files.append(match)
     return files
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One data file of an input as its filesystem lists it (no data read)."""
+
+    path: str
+    size: int
+    modified: int  # milliseconds since the epoch
+
+
+def _hadoop_fs(spark: SparkSession, path: str):  # noqa: ANN202 - a py4j (FileSystem, Path) pair
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a live session has a gateway
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+
+
+def _listing(spark: SparkSession, path: str) -> dict[str, InputFile]:
+    """Every file under ``path`` (recursively, hidden and ``_``-prefixed entries skipped), by Hadoop path."""
+    fs, root = _hadoop_fs(spark, path)
+    found: dict[str, InputFile] = {}
+    for status in fs.globStatus(root) or []:
+        base = status.getPath().toString()
+        if status.isDirectory():
+            files = fs.listFiles(status.getPath(), True)
+            while files.hasNext():
+                f = files.next()
+                name = f.getPath().toString()
+                below = name[len(base) :].lstrip("/").split("/")
+                if not any(part.startswith((".", "_")) for part in below):
+                    found[name] = InputFile(name, int(f.getLen()), int(f.getModificationTime()))
+        else:
+            found[base] = InputFile(base, int(status.getLen()), int(status.getModificationTime()))
+    return found
+
+
+def _hadoop_form(uri: str) -> str:
+    """``file:///a/b%20c`` (a URI, as Spark names its input files) -> ``file:/a/b c`` (a Hadoop path)."""
+    parts = urlsplit(uri)
+    path = unquote(parts.path)
+    return f"{parts.scheme}://{parts.netloc}{path}" if parts.netloc else f"{parts.scheme}:{path}"
+
+
+def list_files(spark: SparkSession, path: str, df: DataFrame) -> list[InputFile]:
+    """The files ``df``, a read of ``path``, reads, with their sizes and modification times; sorted by path.
+
+    The names are those of Spark's file index (a folder's nested non-partition folders are not read, for
+    example); sizes and modification times come from one listing through the Hadoop filesystem of the path
+    (local, ``s3a://``, ...). No data is read.
+
+    Example:
+        >>> list_files(spark, "data/raw/sample/events", read_input(spark, "data/raw/sample/events", "parquet"))[0]
+        InputFile(path='file:/.../data/raw/sample/events/part-00000.parquet', size=4046213, modified=...)
+    """
+    listed = _listing(spark, path)
+    files: list[InputFile] = []
+    for uri in df.inputFiles():
+        found = listed.get(_hadoop_form(uri))
+        if found is None:  # a name the listing spells otherwise: ask the filesystem for it
+            fs, hpath = _hadoop_fs(spark, uri)
+            status = fs.getFileStatus(hpath)
+            found = InputFile(status.getPath().toString(), int(status.getLen()), int(status.getModificationTime()))
+        files.append(found)
+    return sorted(files, key=lambda f: f.path)
+
+
+def is_folder(spark: SparkSession, path: str) -> bool:
+    """Whether ``path`` names one folder (not a file, not a glob) on its Hadoop filesystem."""
+    fs, hpath = _hadoop_fs(spark, path)
+    return bool(not glob.has_magic(path) and fs.exists(hpath) and fs.getFileStatus(hpath).isDirectory())
 
 
 def resolve_format(path: str, fmt: str | None) -> str:
@@ -115,10 +189,12 @@ _NANOS_HINT = (
 )
 
 
-def read_input(spark: SparkSession, path: str, fmt: str) -> DataFrame:
+def read_input(spark: SparkSession, path: str, fmt: str, files: Sequence[str] | None = None) -> DataFrame:
     """Reads ``path`` in format ``fmt`` (CSV and JSON values as strings) with each row's source file.
 
-    CSV needs a header row; JSON means JSON lines (one object per line).
+    CSV needs a header row; JSON means JSON lines (one object per line). ``files`` reads only those files of
+    ``path`` (as :func:`list_files` names them); a folder stays their base path, so partition folders
+    (``day=.../``) give the same columns as a read of the whole folder.
 
     Example:
         >>> read_input(spark, "data/raw/events.csv", "csv").columns[-1]
@@ -130,7 +206,12 @@ def read_input(spark: SparkSession, path: str, fmt: str) -> DataFrame:
     elif fmt == "json":
         reader = reader.option("primitivesAsString", True)
     try:
-        df = reader.format(fmt).load(path)
+        if files is None:
+            df = reader.format(fmt).load(path)
+        else:
+            if is_folder(spark, path):
+                reader = reader.option("basePath", path)
+            df = reader.format(fmt).load(list(files))
         return df.select("*", F.col("_metadata.file_path").alias(SOURCE_FILE_COL))
     except AnalysisException as exc:
         first = str(exc).splitlines()[0]

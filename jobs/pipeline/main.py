@@ -3,16 +3,15 @@
 Incremental by default: the users rescored are those with interactions ingested after the previous
 pipeline run's watermark (kept in the ``runs`` table), plus users whose stored list shows a product updated
 since then; ``--full`` rescores everyone. The als and content stages of an incremental run write candidates
-for those users only (``--users``, :mod:`jobs.common.scope`); the models are still fitted on all data. An
-input whose files (names, sizes, modification times) are those the last completed run ingested is not read
-again (``--reingest`` reads it). With no new data every stage reports "nothing to do" and nothing is
-written, not even a run record, so a rerun is cheap and idempotent.
+for those users only (``--users``, :mod:`jobs.common.scope`); the models are still fitted on all data. The
+ingest reads only input files it has not ingested before (``ingest --new-files-only``; ``--reingest`` reads
+them all). With no new data every stage reports "nothing to do" and nothing is written, not even a run
+record, so a rerun is cheap and idempotent.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import time
@@ -68,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reingest",
         action="store_true",
-        help="ingest every input, even one whose files are unchanged since the last completed run",
+        help="read every input file, not only those not ingested before (e.g. after changing the quality rules)",
     )
 
 
@@ -156,80 +155,24 @@ def ingest_argv(args: argparse.Namespace, cfg: Config) -> list[list[str]]:
     return calls
 
 
-def input_fingerprint(spark: SparkSession, path: str) -> dict[str, object] | None:
-    """The data files under ``path`` (a file, folder or glob, any Hadoop filesystem) as a comparable summary.
-
-    Lists names, sizes and modification times only (no data is read), skipping hidden and ``_``-prefixed
-    entries below the named path as the readers do: ``{"files": n, "sha256": digest}``, or None when
-    nothing matches (the ingest then reports the missing input itself).
-
-    Example:
-        >>> input_fingerprint(spark, "data/raw/sample/events")
-        {'files': 2, 'sha256': '9f2c...'}
-    """
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None  # a live session has a gateway
-    root = jvm.org.apache.hadoop.fs.Path(path)
-    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    statuses = fs.globStatus(root)
-    if not statuses:
-        return None
-    lines: list[str] = []
-    for status in statuses:
-        base = status.getPath().toString()
-        if status.isDirectory():
-            files = fs.listFiles(status.getPath(), True)
-            while files.hasNext():
-                f = files.next()
-                name = f.getPath().toString()
-                below = name[len(base) :].lstrip("/").split("/")
-                if not any(part.startswith((".", "_")) for part in below):
-                    lines.append(f"{name}\t{f.getLen()}\t{f.getModificationTime()}")
-        else:
-            lines.append(f"{base}\t{status.getLen()}\t{status.getModificationTime()}")
-    if not lines:
-        return None
-    digest = hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
-    return {"files": len(lines), "sha256": digest}
-
-
-def _input_path(argv: list[str]) -> str | None:
-    return argv[argv.index("--input") + 1] if "--input" in argv else None
-
-
 def run_ingest(
     args: argparse.Namespace,
     cfg: Config,
     spark: SparkSession,
     runner: Callable[[str, list[str], Config, SparkSession], bool],
-    previous: dict[str, object],
-) -> dict[str, object]:
-    """Runs the ingest calls whose input changed since the last completed run; returns this run's inputs.
+) -> None:
+    """Runs the ingest calls, each reading only its input's new files (``--new-files-only``).
 
-    An input whose files (names, sizes, modification times) equal those the last completed run recorded
-    for the same call is skipped: its rows are in the lake already and a MERGE of them would change
-    nothing. ``--reingest``, a preset, or a changed or new file make the call run.
+    A file is new when the ``ingested_files`` table does not record it with the same size and modification
+    time; an input with no new file is not read at all. ``--reingest`` reads every file; a preset is always
+    read whole.
     """
-    inputs: dict[str, object] = {}
     calls = ingest_argv(args, cfg)
     if not calls:
         log.info("[pipeline] ingest: no input given and no sample found: nothing to ingest")
     for argv in calls:
-        key = " ".join(argv)
-        path = _input_path(argv)
-        found = None if path is None else input_fingerprint(spark, path)
-        if found is not None:
-            inputs[key] = found
-            if not args.reingest and previous.get(key) == found:
-                log.info(
-                    "[pipeline] ingest %s: unchanged since the last completed run (%d files, same names, sizes"
-                    " and modification times): skipped (--reingest reads it again)",
-                    path,
-                    found["files"],
-                )
-                continue
-        runner("ingest", argv, cfg, spark)
-    return inputs
+        new_only = not args.reingest and "--input" in argv
+        runner("ingest", argv + (["--new-files-only"] if new_only else []), cfg, spark)
 
 
 def run_pipeline(
@@ -248,14 +191,11 @@ def run_pipeline(
     out = Summary(mode="full" if args.full else "incremental")
 
     prev = previous_watermarks(spark, cfg)
-    recorded = (prev or {}).get("inputs")
-    # What the lake holds was ingested from these inputs; a run that skips ingest passes them on.
-    inputs: dict[str, object] = recorded if isinstance(recorded, dict) else {}
     with stages("ingest"):
         if "ingest" in skip:
             log.info("[pipeline] ingest: skipped (--skip)")
         else:
-            inputs = run_ingest(args, cfg, spark, runner, inputs)
+            run_ingest(args, cfg, spark, runner)
 
     ipath, ppath = cfg.table_path(lake.INTERACTIONS), cfg.table_path(lake.PRODUCTS)
     if not (lake.table_exists(spark, ipath) and lake.table_exists(spark, ppath)):
@@ -330,7 +270,6 @@ def run_pipeline(
             "metrics": {
                 "watermark": _iso(watermark),
                 "products_watermark": _iso(products_watermark),
-                "inputs": inputs,
                 "users_scored": out.users_scored,
                 "keys_loaded": out.keys_loaded,
             },

@@ -119,13 +119,14 @@ def test_csv_with_mapping_lands_accepted_rows_and_quarantines_the_rest(spark, cf
 
 def test_counts_identity_and_printed_report(spark, cfg, tmp_path, capsys):
     path = write(tmp_path, "events.csv", EVENTS_CSV)
-    todo, _ = ingest.batches(spark, parse("--table", "interactions", "--input", path, "--map", MAPPING))
-    [(table, df, label)] = todo
+    todo, _ = ingest.batches(spark, cfg, parse("--table", "interactions", "--input", path, "--map", MAPPING))
+    [batch] = todo
+    assert [f.path for f in batch.files] == [f"file:{path}"] and batch.files[0].size == len(EVENTS_CSV)
     report = ingest.ingest_batch(
         spark,
         cfg,
-        df,
-        report=ingest.IngestReport(table, label),
+        batch.rows,
+        report=ingest.IngestReport(batch.table, batch.label),
         now=datetime.now(UTC),
         run_id="r1",
         source="bulk",
@@ -174,6 +175,72 @@ def test_rerun_changes_nothing_and_a_changed_row_updates(spark, cfg, tmp_path, c
         INTERACTIONS_DDL,
     )
     assert_df_equality(interactions(spark, cfg), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+HEADER = "event_id,user_id,product_id,event_type,ts\n"
+
+
+def recorded(spark, cfg) -> dict[str, tuple[int, str]]:
+    """The ingested_files rows of interactions: file name -> (size, run id)."""
+    rows = lake.read_table(spark, cfg.table_path(lake.INGESTED_FILES)).where("table = 'interactions'").collect()
+    return {r["path"].rsplit("/", 1)[1]: (r["size"], r["run_id"]) for r in rows}
+
+
+def run_ids(out: str) -> list[str]:
+    return [line.split()[1].rstrip(";") for line in out.splitlines() if line.startswith("run ingest-")]
+
+
+def test_new_files_only_reads_each_file_once_and_again_when_it_changes(spark, cfg, tmp_path, capsys):
+    folder = tmp_path / "events"
+    for day in ("day=1", "day=2"):
+        (folder / day).mkdir(parents=True)
+    part0 = folder / "day=1" / "part-0.csv"
+    part0.write_text(HEADER + "e1,u1,p1,view,2025-06-01 10:00:00\ne2,u2,p2,view,2025-06-01 11:00:00\n")
+    args = parse("--table", "interactions", "--input", str(folder), "--new-files-only")
+    assert ingest.run(args, cfg, spark) == 0
+    first = capsys.readouterr().out
+    assert "read                         2" in first
+    assert recorded(spark, cfg) == {"part-0.csv": (part0.stat().st_size, run_ids(first)[0])}
+
+    # A new file, in another partition folder: only its row is read.
+    (folder / "day=2" / "part-1.csv").write_text(HEADER + "e3,u3,p3,view,2025-06-02 10:00:00\n")
+    assert ingest.run(args, cfg, spark) == 0
+    assert "read                         1" in capsys.readouterr().out
+    assert sorted(recorded(spark, cfg)) == ["part-0.csv", "part-1.csv"]
+    assert sorted(r["event_id"] for r in interactions(spark, cfg).collect()) == ["e1", "e2", "e3"]
+
+    # Nothing new: nothing read, no table gets a new version.
+    tables = {name: DeltaTable.forPath(spark, cfg.table_path(name)) for name in ("interactions", "ingested_files")}
+    before = {name: t.history(1).first()["version"] for name, t in tables.items()}
+    assert ingest.run(args, cfg, spark) == 0
+    assert "no new files (2 files, each ingested before" in capsys.readouterr().out
+    assert {name: t.history(1).first()["version"] for name, t in tables.items()} == before
+
+    # A rewritten file is read again: e1 becomes a click.
+    part0.write_text(HEADER + "e1,u1,p1,click,2025-06-01 10:00:00\ne2,u2,p2,view,2025-06-01 11:00:00\n")
+    assert ingest.run(args, cfg, spark) == 0
+    assert "read                         2" in capsys.readouterr().out
+    assert recorded(spark, cfg)["part-0.csv"][0] == part0.stat().st_size
+    types = {r["event_id"]: r["event_type"] for r in interactions(spark, cfg).collect()}
+    assert types == {"e1": "click", "e2": "view", "e3": "view"}
+
+    # Without the option every file is read; the record, already complete, is not rewritten.
+    version = tables["ingested_files"].history(1).first()["version"]
+    assert ingest.run(parse("--table", "interactions", "--input", str(folder)), cfg, spark) == 0
+    assert "read                         3" in capsys.readouterr().out
+    assert tables["ingested_files"].history(1).first()["version"] == version
+
+
+def test_a_batch_over_the_quarantine_share_leaves_its_files_unrecorded(spark, cfg, tmp_path, capsys):
+    folder = tmp_path / "events"
+    folder.mkdir()
+    (folder / "bad.csv").write_text(HEADER + "e1,u1,p1,view,2025-06-01 10:00:00\ne2,u 2,p2,view,2025-06-01\n")
+    args = parse("--table", "interactions", "--input", str(folder), "--new-files-only")
+    assert ingest.run(args, cfg, spark) == 1
+    assert "--new-files-only reads them again" in capsys.readouterr().out
+    assert not lake.table_exists(spark, cfg.table_path(lake.INGESTED_FILES))
+    assert ingest.run(args, cfg, spark) == 1  # read again, not skipped
+    assert "read                         2" in capsys.readouterr().out
 
 
 def test_tables_have_their_schema_and_partitions(spark, cfg, tmp_path):
@@ -227,6 +294,7 @@ def test_tables_have_their_schema_and_partitions(spark, cfg, tmp_path):
         ),
         (["--table", "products", "--input", "{dir}/p.csv", "--max-quarantine-share", "2"], "between 0 and 1"),
         (["--preset", "online-retail", "--input", "{dir}/none.csv.gz"], "input file not found"),
+        (["--preset", "online-retail", "--new-files-only"], "--new-files-only does not apply to --preset"),
     ],
 )
 def test_config_errors_name_the_argument_file_or_column(spark, cfg, tmp_path, argv, message):

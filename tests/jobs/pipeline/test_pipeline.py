@@ -16,7 +16,7 @@ from jobs.common import lake
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
 from jobs.common.scope import written_scope
-from jobs.pipeline.main import input_fingerprint, run_pipeline
+from jobs.pipeline.main import run_job, run_pipeline
 from recsys.config import Config, LakeConfig, RedisConfig, SparkConfig
 from recsys.encoding import decode_list
 
@@ -173,51 +173,57 @@ def test_incremental_run_scores_candidates_of_its_users_only(spark, lake_root, r
         assert users_of(path) == {"u1", "u2", "u3"} and written_scope(spark, path) is None
 
 
-def test_input_fingerprint_changes_with_the_files_and_ignores_hidden_ones(spark, tmp_path) -> None:
-    folder = tmp_path / "events"
-    folder.mkdir()
-    (folder / "part-0.csv").write_text("a\n")
-    (folder / "_SUCCESS").write_text("")
-    first = input_fingerprint(spark, str(folder))
-    assert first is not None and first["files"] == 1
-    (folder / ".part-0.csv.crc").write_text("x")  # hidden and marker files are not data
-    (folder / "_tmp").mkdir()
-    (folder / "_tmp" / "part-9.csv").write_text("z\n")
-    assert input_fingerprint(spark, str(folder)) == first
-    (folder / "part-0.csv").write_text("ab\n")  # same name, another size
-    second = input_fingerprint(spark, str(folder))
-    assert second is not None and second["files"] == 1 and second != first
-    (folder / "part-1.csv").write_text("c\n")
-    assert input_fingerprint(spark, str(folder))["files"] == 2
-    assert input_fingerprint(spark, str(folder / "*.csv"))["files"] == 2
-    assert input_fingerprint(spark, str(tmp_path / "absent")) is None
-
-
-def test_unchanged_inputs_are_not_ingested_again(spark, lake_root, tmp_path, redis_server) -> None:
+def test_the_ingest_reads_only_files_not_ingested_before(spark, lake_root, tmp_path, redis_server, capsys) -> None:
     cfg = config(lake_root, redis_server)
     seed_lake(spark, cfg)
-    events, products = tmp_path / "events.csv", tmp_path / "products.csv"
-    events.write_text("event_id,user_id,product_id,event_type,ts\ne1,u1,p1,purchase,2026-01-10\n")
+    events, products = tmp_path / "events", tmp_path / "products.csv"
+    events.mkdir()
+    header = "event_id,user_id,product_id,event_type,ts\n"
+    (events / "day-1.csv").write_text(header + "n1,u1,p3,purchase,2026-01-10\n")
     products.write_text("product_id,title,category\np1,P1,a\n")
-    ran: list[tuple[str, str]] = []
+    ran: list[tuple[str, list[str]]] = []
 
-    def runner(name, argv, cfg_, spark_):  # the lake is seeded; the calls are what is checked
-        ran.append((name, argv[argv.index("--table") + 1] if name == "ingest" else ""))
-        return True
+    def runner(name, argv, cfg_, spark_):  # the real ingest; ALS and content outputs are seeded
+        ran.append((name, argv))
+        return run_job(name, argv, cfg_, spark_) if name == "ingest" else True
+
+    def ingested() -> list[str]:
+        rows = lake.read_table(spark, cfg.table_path(lake.INTERACTIONS)).where("event_id LIKE 'n%'").collect()
+        return sorted(r["event_id"] for r in rows)
 
     inputs = {"events": str(events), "products": str(products), "skip": ""}
-    first = run_pipeline(args(**inputs), cfg, spark, runner=runner)
-    assert first.users_scored == 3
-    assert ran == [("ingest", "products"), ("ingest", "interactions"), ("als", ""), ("content", "")]
-
-    ran.clear()  # the same files: no ingest, and no new interactions, so nothing else either
-    assert run_pipeline(args(**inputs), cfg, spark, runner=runner).notes == {"reason": "no new data"}
-    assert ran == []
-
-    events.write_text(events.read_text() + "e2,u2,p1,view,2026-01-11\n")  # one input changed
     run_pipeline(args(**inputs), cfg, spark, runner=runner)
-    assert ran == [("ingest", "interactions")]
+    assert ran == [
+        ("ingest", ["--table", "products", "--input", str(products), "--new-files-only"]),
+        ("ingest", ["--table", "interactions", "--input", str(events), "--new-files-only"]),
+        ("als", []),
+        ("content", []),
+    ]
+    assert ingested() == ["n1"]
 
+    # The same files: the ingest lists them and reads nothing; no new interactions, so nothing else runs.
+    names = (lake.INTERACTIONS, lake.PRODUCTS, lake.INGESTED_FILES)
+    before = {n: DeltaTable.forPath(spark, cfg.table_path(n)).history(1).first()["version"] for n in names}
+    capsys.readouterr()
+    ran.clear()
+    assert run_pipeline(args(**inputs), cfg, spark, runner=runner).notes == {"reason": "no new data"}
+    assert [name for name, _ in ran] == ["ingest", "ingest"]
+    assert capsys.readouterr().out.count(": no new files (1 files, each ingested before") == 2
+    assert {n: DeltaTable.forPath(spark, cfg.table_path(n)).history(1).first()["version"] for n in names} == before
+
+    # A new file: only its event is read, and only its user is rescored.
+    (events / "day-2.csv").write_text(header + "n2,u3,p5,purchase,2026-01-11\n")
+    second = run_pipeline(args(**inputs), cfg, spark, runner=runner)
+    out = capsys.readouterr().out
+    assert second.mode == "incremental" and second.users_scored == 1
+    assert "interactions from" in out and "read                         1" in out
+    assert ingested() == ["n1", "n2"]
+
+    # --reingest reads every file again (and changes nothing).
     ran.clear()
     run_pipeline(args(**inputs, reingest=True), cfg, spark, runner=runner)
-    assert ran == [("ingest", "products"), ("ingest", "interactions")]
+    assert [argv for name, argv in ran if name == "ingest"] == [
+        ["--table", "products", "--input", str(products)],
+        ["--table", "interactions", "--input", str(events)],
+    ]
+    assert "read                         2" in capsys.readouterr().out

@@ -27,13 +27,18 @@ DESCRIPTION = "Z-order the lake tables by their id columns (data skipping for lo
 ZORDER: dict[str, tuple[str, ...]] = {
     lake.INTERACTIONS: (S.COL_USER, S.COL_ITEM),
     lake.PRODUCTS: (S.COL_ITEM,),
+    # One small file per ingest that records new files: compacting it keeps --new-files-only's read cheap.
+    lake.INGESTED_FILES: ("path",),
 }
+DEFAULT_TABLES = (lake.INTERACTIONS, lake.PRODUCTS)
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--tables", default=",".join(ZORDER), help=f"comma-separated tables (default {','.join(ZORDER)})"
+        "--tables",
+        default=",".join(DEFAULT_TABLES),
+        help=f"comma-separated tables of {', '.join(ZORDER)} (default {','.join(DEFAULT_TABLES)})",
     )
     parser.add_argument("--skip-vacuum", action="store_true", help="do not VACUUM after OPTIMIZE")
     parser.add_argument(

@@ -61,3 +61,22 @@ def test_unknown_table_and_missing_table_are_errors(spark, lake_root):
         optimize.run(parse("--tables", "ratings"), cfg, spark)
     with pytest.raises(JobError, match="run the ingest first"):
         optimize.run(parse("--tables", "products"), cfg, spark)
+
+
+def test_the_ingested_files_record_compacts_to_one_file(spark, lake_root, capsys):
+    from jobs.ingest import ledger
+    from jobs.ingest.sources import InputFile
+
+    cfg = Config(lake=LakeConfig(root=str(lake_root)))
+    for night in range(3):  # one record per night: a file each
+        files = [InputFile(f"file:/raw/events/day-{night}.parquet", 100 + night, 1_000 * night)]
+        ledger.record(spark, cfg, "interactions", files, run_id=f"r{night}", now=datetime(2026, 11, 1 + night))
+    path = cfg.table_path(lake.INGESTED_FILES)
+    assert optimize.file_stats(spark, path).files == 3
+
+    assert optimize.run(parse("--tables", "ingested_files", "--skip-vacuum"), cfg, spark) == 0
+
+    assert optimize.file_stats(spark, path).files == 1
+    rows = sorted((r["path"], r["size"], r["run_id"]) for r in lake.read_table(spark, path).collect())
+    assert rows == [(f"file:/raw/events/day-{n}.parquet", 100 + n, f"r{n}") for n in range(3)]
+    assert "ingested_files: ZORDER BY (path)" in capsys.readouterr().out

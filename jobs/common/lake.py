@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -115,9 +123,36 @@ TABLES: dict[str, TableSpec] = {
     ),
     QUARANTINE: TableSpec(QUARANTINE, QUARANTINE_SCHEMA, ("table",), (), ()),
     INGESTED_FILES: TableSpec(
-        INGESTED_FILES, INGESTED_FILES_SCHEMA, (), ("table", "path"), ("size", "modified")
+        INGESTED_FILES, INGESTED_FILES_SCHEMA, ("table",), ("table", "path"), ("size", "modified")
     ),
 }
+
+
+# Delta's conflicts between two writers of one table (its Python classes share no base but PySparkException).
+CONFLICTS = (
+    ConcurrentAppendException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
+_T = TypeVar("_T")
+
+
+def retry_conflicts(write: Callable[[], _T], *, what: str, attempts: int = 3) -> _T:
+    """Runs ``write``, an idempotent write (a MERGE of the same rows), again when another writer conflicted.
+
+    Two writers touching disjoint partitions do not conflict when the MERGE names its partition; two first
+    writers creating the same table do (``ProtocolChangedException``), and the second simply goes again.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except CONFLICTS as exc:
+            if attempt == attempts:
+                raise
+            log.info("%s: %s from a concurrent writer, trying again (%d)", what, type(exc).__name__, attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def user_bucket(col: Column | str, buckets: int) -> Column:

@@ -44,12 +44,29 @@ def unrecorded(spark: SparkSession, cfg: Config, table: str, files: Sequence[Inp
 def record(
     spark: SparkSession, cfg: Config, table: str, files: Sequence[InputFile], *, run_id: str, now: datetime
 ) -> None:
-    """Records ``files`` as ingested into ``table`` (a MERGE by table and path; a rewritten file updates)."""
+    """Records ``files`` as ingested into ``table`` (a MERGE by path; a rewritten file updates its row).
+
+    The table is partitioned by ``table`` and the MERGE names that partition as a literal, so the ingests of
+    two tables running at the same time touch disjoint partitions and Delta does not fail either of them
+    with a concurrent-append conflict; a conflict all the same (two first ingests creating the table) is
+    retried.
+    """
     if not files:
         return
     rows = spark.createDataFrame(
         [(table, f.path, f.size, f.modified, run_id, now.replace(tzinfo=None)) for f in files],
         lake.INGESTED_FILES_SCHEMA,
     )
-    spec = lake.TABLES[lake.INGESTED_FILES]
-    lake.merge_upsert(spark, rows, cfg.table_path(lake.INGESTED_FILES), spec)
+    path = cfg.table_path(lake.INGESTED_FILES)
+
+    def merge() -> None:
+        target = lake.ensure_table(spark, path, lake.TABLES[lake.INGESTED_FILES])
+        (
+            target.alias("t")
+            .merge(rows.alias("s"), (F.col("t.table") == F.lit(table)) & (F.col("t.path") == F.col("s.path")))
+            .whenMatchedUpdateAll(condition="NOT (t.size <=> s.size AND t.modified <=> s.modified)")
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+
+    lake.retry_conflicts(merge, what=f"{lake.INGESTED_FILES} ({table})")

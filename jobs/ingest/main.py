@@ -137,11 +137,23 @@ def tag_batch(
     return quality.tag_failures(parsed, rules=rules)
 
 
-def write_quarantine(spark: SparkSession, rows: DataFrame, path: str) -> None:
-    """Adds quarantined rows not already there (same table, rule, file and raw row), so a rerun adds none."""
-    table = lake.ensure_table(spark, path, lake.TABLES[lake.QUARANTINE])
-    on = "t.table = s.table AND t.rule = s.rule AND t.source_file <=> s.source_file AND t.raw <=> s.raw"
-    table.alias("t").merge(rows.alias("s"), on).whenNotMatchedInsertAll().execute()
+def write_quarantine(spark: SparkSession, rows: DataFrame, path: str, *, table: str) -> None:
+    """Adds ``table``'s quarantined rows not already there (same rule, file and raw row): a rerun adds none.
+
+    The MERGE names the table's partition as a literal, so the ingests of two tables quarantining rows at
+    the same time touch disjoint partitions and neither fails with a Delta concurrent-append conflict; a
+    conflict all the same (two first ingests creating the table) is retried.
+    """
+    on = (
+        f"t.table = '{table}' AND t.table = s.table AND t.rule = s.rule AND t.source_file <=> s.source_file "
+        "AND t.raw <=> s.raw"
+    )
+
+    def merge() -> None:
+        target = lake.ensure_table(spark, path, lake.TABLES[lake.QUARANTINE])
+        target.alias("t").merge(rows.alias("s"), on).whenNotMatchedInsertAll().execute()
+
+    lake.retry_conflicts(merge, what=f"{lake.QUARANTINE} ({table})")
 
 
 def count_batch(tagged: DataFrame, report: IngestReport) -> None:
@@ -198,7 +210,7 @@ def ingest_batch(
         if report.quarantined:
             with stages("quarantine"):
                 rejects = TX.quarantine_rows(tagged, table=table, run_id=run_id, quarantined_at=now)
-                write_quarantine(spark, rejects, cfg.table_path(lake.QUARANTINE))
+                write_quarantine(spark, rejects, cfg.table_path(lake.QUARANTINE), table=table)
     finally:
         tagged.unpersist()
     return report

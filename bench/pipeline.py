@@ -99,10 +99,14 @@ def bare_als_fit(spark, cfg: Config) -> float:
     return time.perf_counter() - t0
 
 
+def events_folder(cfg: Config) -> str:
+    return f"{cfg.lake.raw_root}/sample/events"
+
+
 def add_new_events(spark, cfg: Config, share: float) -> int:
     """Writes a new Parquet file into the sample's events folder: copies, with new event ids, of the events of
     about ``share`` of the users (by a hash of the user id); returns the number of users in it."""
-    folder = f"{cfg.lake.raw_root}/sample/events"
+    folder = events_folder(cfg)
     events = spark.read.parquet(folder)
     picked = events.where(F.abs(F.xxhash64(S.COL_USER)) % 10_000 < int(share * 10_000))
     fresh = picked.withColumn(S.COL_EVENT_ID, F.concat(F.lit("new-"), F.col(S.COL_EVENT_ID)))
@@ -120,9 +124,8 @@ def incremental_with_new_data(
     files only, and runs with ``--reingest``)."""
     users = add_new_events(spark, cfg, share)
     summary, seconds = incremental_run(spark, cfg, full_args, f"incremental run, new events of {users:,} users")
-    folder = f"{cfg.lake.raw_root}/sample/events"
     t0 = time.perf_counter()
-    run_job("ingest", ["--table", "interactions", "--input", folder, "--format", "parquet"], cfg, spark)
+    run_job("ingest", ["--table", "interactions", "--input", events_folder(cfg), "--format", "parquet"], cfg, spark)
     whole = time.perf_counter() - t0
     print(f"ingest of the whole events folder (--reingest): {whole:.1f}s", flush=True)
     return summary, seconds, users, whole

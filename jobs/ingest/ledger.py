@@ -44,9 +44,9 @@ def unrecorded(spark: SparkSession, cfg: Config, table: str, files: Sequence[Inp
 def record(
     spark: SparkSession, cfg: Config, table: str, files: Sequence[InputFile], *, run_id: str, now: datetime
 ) -> None:
-    """Records ``files`` as ingested into ``table`` (a MERGE by path; a rewritten file updates its row).
+    """Records ``files`` as ingested into ``table`` (an upsert by table and path: a rewritten file updates).
 
-    The table is partitioned by ``table`` and the MERGE names that partition as a literal, so the ingests of
+    The table is partitioned by ``table`` and the MERGE pins that partition (``within``), so the ingests of
     two tables running at the same time touch disjoint partitions and Delta does not fail either of them
     with a concurrent-append conflict; a conflict all the same (two first ingests creating the table) is
     retried.
@@ -57,16 +57,8 @@ def record(
         [(table, f.path, f.size, f.modified, run_id, now.replace(tzinfo=None)) for f in files],
         lake.INGESTED_FILES_SCHEMA,
     )
-    path = cfg.table_path(lake.INGESTED_FILES)
-
-    def merge() -> None:
-        target = lake.ensure_table(spark, path, lake.TABLES[lake.INGESTED_FILES])
-        (
-            target.alias("t")
-            .merge(rows.alias("s"), (F.col("t.table") == F.lit(table)) & (F.col("t.path") == F.col("s.path")))
-            .whenMatchedUpdateAll(condition="NOT (t.size <=> s.size AND t.modified <=> s.modified)")
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-
-    lake.retry_conflicts(merge, what=f"{lake.INGESTED_FILES} ({table})")
+    path, spec = cfg.table_path(lake.INGESTED_FILES), lake.TABLES[lake.INGESTED_FILES]
+    lake.retry_conflicts(
+        lambda: lake.merge_upsert(spark, rows, path, spec, within={"table": table}),
+        what=f"{lake.INGESTED_FILES} ({table})",
+    )

@@ -38,16 +38,9 @@ master=${master:-$cfg_master}
 jars=$(ls "$ROOT"/.jars/*.jar 2>/dev/null | paste -sd, -)
 [ -n "$jars" ] || { echo "error: no jars in $ROOT/.jars: run 'make setup' first" >&2; exit 2; }
 
-# The project's packages as one zip for the executors (rebuilt each run: it takes milliseconds).
-mkdir -p "$ROOT/build"
-"$PY" - "$ROOT" <<'PYZIP'
-import pathlib, sys, zipfile
-root = pathlib.Path(sys.argv[1])
-with zipfile.ZipFile(root / "build" / "recsys-src.zip", "w", zipfile.ZIP_DEFLATED) as zf:
-    for pkg in ("recsys", "jobs"):
-        for f in sorted((root / pkg).rglob("*.py")):
-            zf.write(f, f.relative_to(root))
-PYZIP
+# The project's packages as one zip for the executors, named by a hash of its contents and never rewritten, so
+# jobs running side by side never read a zip another run is writing (jobs/common/source_zip.py).
+src_zip=$("$PY" -m jobs.common.source_zip "$ROOT")
 
 extra=()
 if [[ "$master" == local* ]]; then
@@ -60,7 +53,7 @@ exec "$SPARK_HOME/bin/spark-submit" \
   --name "recsys-$job" \
   --driver-memory "$driver_memory" \
   --jars "$jars" \
-  --py-files "$ROOT/build/recsys-src.zip" \
+  --py-files "$src_zip" \
   --driver-java-options "-Dlog4j.configurationFile=file:$ROOT/conf/log4j2.properties" \
   --conf "spark.ui.showConsoleProgress=false" \
   "${extra[@]}" \

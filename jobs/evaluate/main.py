@@ -22,7 +22,7 @@ from recsys.config import Config
 
 DESCRIPTION = "offline evaluation: split protocols, ranking metrics, baselines beside ALS, an ALS grid"
 log = logging.getLogger(__name__)
-# Under spark-submit this file is read from build/recsys-src.zip: the root is the first folder with conf/.
+# Under spark-submit this file is read from build/recsys-src-<hash>.zip: the root is the first folder with conf/.
 PROJECT_ROOT = next(
     (p for p in Path(__file__).resolve().parents if (p / "conf" / "base.yaml").is_file()), Path.cwd()
 )
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=(
             f"comma-separated, any of: {', '.join(MODELS)}; or a parametrised name such as "
             + ", ".join(f"{f}:<spec>" for f in FAMILIES)
-            + " (e.g. hybrid:cf1-knn0.5-ct0.3-pop0.1-cap5; see docs/evaluation.md)"
+            + " (e.g. hybrid:cf1-knn0.5-ct0.3-pop0.1-cap5, als-foldin:7; see docs/evaluation.md)"
         ),
     )
     parser.add_argument(

@@ -116,10 +116,12 @@ def itemknn(train: DataFrame, products: DataFrame | None, ctx: ModelContext) -> 
     return bl.itemknn_recommend(_seen(train), nbrs, ctx.users, k=ctx.k)
 
 
-def _als(train: DataFrame, ctx: ModelContext, *, binary: bool) -> DataFrame:
+def _fit_als(train: DataFrame, ctx: ModelContext, *, binary: bool, as_of: datetime) -> tuple[Any, ...]:
+    """Fits ALS on the ratings of ``train`` up to ``as_of``; returns ``(model, users, items, data, rank)``:
+    the fitted model, the user and item indexes and the indexed ratings (all cached)."""
     p = ctx.params
-    ratings = als_tr.training_matrix(train, events_cfg=ctx.cfg.events, as_of=ctx.split_time,
-                                     binary_confidence=binary)
+    ratings = als_tr.training_matrix(train.where(F.col(S.COL_TS) <= F.lit(as_of)), events_cfg=ctx.cfg.events,
+                                     as_of=as_of, binary_confidence=binary)
     spark = train.sparkSession
     empty_u = spark.createDataFrame([], "user_id string, user_idx int")
     empty_i = spark.createDataFrame([], "product_id string, item_idx int")
@@ -129,8 +131,20 @@ def _als(train: DataFrame, ctx: ModelContext, *, binary: bool) -> DataFrame:
     rank = int(p.get("rank", ctx.cfg.als.rank))
     model = build_als(ctx.cfg.als, rank=rank, reg_param=p.get("reg_param"), alpha=p.get("alpha"),
                       max_iter=p.get("max_iter")).fit(data)
+    return model, users, items, data, rank
+
+
+def _item_matrix(model: Any, items: DataFrame, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """The model's item factors as ``(item_idx, [n_items, rank] float32)``, streamed to the driver."""
     item_f = als_tr.factors_table(model.itemFactors, items, col_id=S.COL_ITEM, col_idx=als_tr.COL_ITEM_IDX,
                                   model_version="eval")
+    item_ids, y = factors_to_numpy(item_f.select(als_tr.COL_ITEM_IDX, "factors").withColumnRenamed(
+        als_tr.COL_ITEM_IDX, "id"), col_id="id", rank=rank)
+    return np.asarray([int(i) for i in item_ids]), y
+
+
+def _als(train: DataFrame, ctx: ModelContext, *, binary: bool) -> DataFrame:
+    model, users, items, data, rank = _fit_als(train, ctx, binary=binary, as_of=ctx.split_time)
     user_f = (
         als_tr.factors_table(model.userFactors, users, col_id=S.COL_USER, col_idx=als_tr.COL_USER_IDX,
                              model_version="eval")
@@ -138,10 +152,72 @@ def _als(train: DataFrame, ctx: ModelContext, *, binary: bool) -> DataFrame:
     )
     seen = data.groupBy(als_tr.COL_USER_IDX).agg(F.collect_list(als_tr.COL_ITEM_IDX).alias("seen"))
     blocks = user_f.join(seen, als_tr.COL_USER_IDX, "left")
-    item_ids, y = factors_to_numpy(item_f.select(als_tr.COL_ITEM_IDX, "factors").withColumnRenamed(
-        als_tr.COL_ITEM_IDX, "id"), col_id="id", rank=rank)
-    scored = score_blocks(blocks, np.asarray([int(i) for i in item_ids]), y, k=ctx.k)
+    item_idx, y = _item_matrix(model, items, rank)
+    scored = score_blocks(blocks, item_idx, y, k=ctx.k)
     return scored.join(items, als_tr.COL_ITEM_IDX).select(S.COL_USER, S.COL_ITEM, "score")
+
+
+def als_foldin(train: DataFrame, ctx: ModelContext, *, days: float) -> DataFrame:
+    """ALS whose item factors are ``days`` old: fitted on the training events up to ``split_time - days``,
+    each test user's vector then folded in (:func:`recsys.foldin.fold_in`, the API's solver) from all of
+    their training events against those item factors, as a nightly run that refits only every ``days``
+    days would score its users. Products new since the fit cannot be recommended; a user whose every
+    training product is new gets no list. ``days`` 0 folds users in against a fit on all training events,
+    which gives Spark's own user vectors back (the last half-step of ALS is the same solve).
+    """
+    binary = bool(ctx.params.get("binary_confidence", ctx.cfg.als.binary_confidence))
+    model, _, items, _, rank = _fit_als(train, ctx, binary=binary, as_of=ctx.split_time - timedelta(days=days))
+    item_idx, y = _item_matrix(model, items, rank)
+    reg = float(ctx.cfg.als.reg_param if ctx.params.get("reg_param") is None else ctx.params["reg_param"])
+    alpha = float(ctx.cfg.als.alpha if ctx.params.get("alpha") is None else ctx.params["alpha"])
+    ratings = (
+        als_tr.training_matrix(train, events_cfg=ctx.cfg.events, as_of=ctx.split_time, binary_confidence=binary)
+        .join(ctx.users.select(S.COL_USER).distinct(), S.COL_USER, "left_semi")
+        .join(items, S.COL_ITEM)
+        .groupBy(S.COL_USER)
+        .agg(F.collect_list(F.struct(als_tr.COL_ITEM_IDX, als_tr.COL_RATING)).alias("_l"))
+        .select(S.COL_USER, F.col(f"_l.{als_tr.COL_ITEM_IDX}").alias("seen"),
+                F.col(f"_l.{als_tr.COL_RATING}").alias("ratings"))
+    )
+    bc = train.sparkSession.sparkContext.broadcast((item_idx, y))
+    schema = T.StructType([
+        T.StructField(S.COL_USER, T.StringType()),
+        T.StructField("factors", T.ArrayType(T.FloatType())),
+        T.StructField("seen", T.ArrayType(T.IntegerType())),
+    ])
+
+    def fold(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from recsys.foldin import fold_in
+
+        idx, factors = bc.value
+        row_of = pd.Index(idx)
+        gram = factors.astype(np.float64).T @ factors.astype(np.float64)
+        for pdf in batches:
+            vectors = [
+                fold_in(factors, gram, row_of.get_indexer(np.asarray(seen, dtype=np.int64)),
+                        np.asarray(r, dtype=np.float64), reg_param=reg, alpha=alpha).astype(np.float32)
+                for seen, r in zip(pdf["seen"], pdf["ratings"], strict=True)
+            ]
+            yield pd.DataFrame({S.COL_USER: pdf[S.COL_USER], "factors": vectors, "seen": pdf["seen"]})
+
+    scored = score_blocks(ratings.mapInPandas(fold, schema), item_idx, y, k=ctx.k)
+    return scored.join(items, als_tr.COL_ITEM_IDX).select(S.COL_USER, S.COL_ITEM, "score")
+
+
+@register_family("als-foldin")
+def foldin_variant(spec: str) -> ModelFn:
+    """The model ``als-foldin:<days>``: :func:`als_foldin` with item factors ``days`` old (``days`` >= 0)."""
+    try:
+        days = float(spec)
+    except ValueError:
+        days = -1.0
+    if not days >= 0:
+        raise ValueError(f"cannot read {spec!r} in als-foldin:<days>: days must be a number >= 0, e.g. als-foldin:7")
+
+    def fn(train: DataFrame, products: DataFrame | None, ctx: ModelContext) -> DataFrame:
+        return als_foldin(train, ctx, days=days)
+
+    return fn
 
 
 def score_blocks(users: DataFrame, item_idx: np.ndarray, item_factors: np.ndarray, *, k: int) -> DataFrame:

@@ -28,7 +28,7 @@ def sources(root: Path) -> list[Path]:
     return [f for pkg in PACKAGES for f in sorted((root / pkg).rglob("*.py"))]
 
 
-def build(root: Path, *, now: float | None = None) -> Path:
+def build(root: Path) -> Path:
     """Writes the zip of ``root``'s packages into ``root/build`` unless one with the same contents exists;
     removes the other ``recsys-src*.zip`` files not modified for :data:`KEEP_SECONDS`; returns the zip's path.
 
@@ -56,7 +56,7 @@ def build(root: Path, *, now: float | None = None) -> Path:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-    cutoff = (time.time() if now is None else now) - KEEP_SECONDS
+    cutoff = time.time() - KEEP_SECONDS
     for old in out.glob("recsys-src*.zip"):
         try:
             if old != target and old.stat().st_mtime < cutoff:

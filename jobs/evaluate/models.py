@@ -116,9 +116,13 @@ def itemknn(train: DataFrame, products: DataFrame | None, ctx: ModelContext) -> 
     return bl.itemknn_recommend(_seen(train), nbrs, ctx.users, k=ctx.k)
 
 
+def _binary(ctx: ModelContext) -> bool:
+    return bool(ctx.params.get("binary_confidence", ctx.cfg.als.binary_confidence))
+
+
 def _fit_als(train: DataFrame, ctx: ModelContext, *, binary: bool, as_of: datetime) -> tuple[Any, ...]:
-    """Fits ALS on the ratings of ``train`` up to ``as_of``; returns ``(model, users, items, data, rank)``:
-    the fitted model, the user and item indexes and the indexed ratings (all cached)."""
+    """Fits ALS on the ratings of ``train`` up to ``as_of``; returns ``(estimator, model, users, items, data)``:
+    the estimator (its params), the fitted model, the user and item indexes and the indexed ratings (cached)."""
     p = ctx.params
     ratings = als_tr.training_matrix(train.where(F.col(S.COL_TS) <= F.lit(as_of)), events_cfg=ctx.cfg.events,
                                      as_of=as_of, binary_confidence=binary)
@@ -128,23 +132,22 @@ def _fit_als(train: DataFrame, ctx: ModelContext, *, binary: bool, as_of: dateti
     users = als_tr.new_index_rows(ratings, empty_u, col_id=S.COL_USER, col_idx=als_tr.COL_USER_IDX).cache()
     items = als_tr.new_index_rows(ratings, empty_i, col_id=S.COL_ITEM, col_idx=als_tr.COL_ITEM_IDX).cache()
     data = als_tr.indexed_ratings(ratings, users, items).cache()
-    rank = int(p.get("rank", ctx.cfg.als.rank))
-    model = build_als(ctx.cfg.als, rank=rank, reg_param=p.get("reg_param"), alpha=p.get("alpha"),
-                      max_iter=p.get("max_iter")).fit(data)
-    return model, users, items, data, rank
+    estimator = build_als(ctx.cfg.als, rank=int(p.get("rank", ctx.cfg.als.rank)), reg_param=p.get("reg_param"),
+                          alpha=p.get("alpha"), max_iter=p.get("max_iter"))
+    return estimator, estimator.fit(data), users, items, data
 
 
-def _item_matrix(model: Any, items: DataFrame, rank: int) -> tuple[np.ndarray, np.ndarray]:
+def _item_matrix(model: Any, items: DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """The model's item factors as ``(item_idx, [n_items, rank] float32)``, streamed to the driver."""
     item_f = als_tr.factors_table(model.itemFactors, items, col_id=S.COL_ITEM, col_idx=als_tr.COL_ITEM_IDX,
                                   model_version="eval")
     item_ids, y = factors_to_numpy(item_f.select(als_tr.COL_ITEM_IDX, "factors").withColumnRenamed(
-        als_tr.COL_ITEM_IDX, "id"), col_id="id", rank=rank)
+        als_tr.COL_ITEM_IDX, "id"), col_id="id", rank=model.rank)
     return np.asarray([int(i) for i in item_ids]), y
 
 
 def _als(train: DataFrame, ctx: ModelContext, *, binary: bool) -> DataFrame:
-    model, users, items, data, rank = _fit_als(train, ctx, binary=binary, as_of=ctx.split_time)
+    _, model, users, items, data = _fit_als(train, ctx, binary=binary, as_of=ctx.split_time)
     user_f = (
         als_tr.factors_table(model.userFactors, users, col_id=S.COL_USER, col_idx=als_tr.COL_USER_IDX,
                              model_version="eval")
@@ -152,7 +155,7 @@ def _als(train: DataFrame, ctx: ModelContext, *, binary: bool) -> DataFrame:
     )
     seen = data.groupBy(als_tr.COL_USER_IDX).agg(F.collect_list(als_tr.COL_ITEM_IDX).alias("seen"))
     blocks = user_f.join(seen, als_tr.COL_USER_IDX, "left")
-    item_idx, y = _item_matrix(model, items, rank)
+    item_idx, y = _item_matrix(model, items)
     scored = score_blocks(blocks, item_idx, y, k=ctx.k)
     return scored.join(items, als_tr.COL_ITEM_IDX).select(S.COL_USER, S.COL_ITEM, "score")
 
@@ -165,11 +168,10 @@ def als_foldin(train: DataFrame, ctx: ModelContext, *, days: float) -> DataFrame
     training product is new gets no list. ``days`` 0 folds users in against a fit on all training events,
     which gives Spark's own user vectors back (the last half-step of ALS is the same solve).
     """
-    binary = bool(ctx.params.get("binary_confidence", ctx.cfg.als.binary_confidence))
-    model, _, items, _, rank = _fit_als(train, ctx, binary=binary, as_of=ctx.split_time - timedelta(days=days))
-    item_idx, y = _item_matrix(model, items, rank)
-    reg = float(ctx.cfg.als.reg_param if ctx.params.get("reg_param") is None else ctx.params["reg_param"])
-    alpha = float(ctx.cfg.als.alpha if ctx.params.get("alpha") is None else ctx.params["alpha"])
+    binary = _binary(ctx)
+    estimator, model, _, items, _ = _fit_als(train, ctx, binary=binary, as_of=ctx.split_time - timedelta(days=days))
+    item_idx, y = _item_matrix(model, items)
+    reg, alpha = estimator.getRegParam(), estimator.getAlpha()
     ratings = (
         als_tr.training_matrix(train, events_cfg=ctx.cfg.events, as_of=ctx.split_time, binary_confidence=binary)
         .join(ctx.users.select(S.COL_USER).distinct(), S.COL_USER, "left_semi")
@@ -271,7 +273,7 @@ def score_blocks(users: DataFrame, item_idx: np.ndarray, item_factors: np.ndarra
 @register("als")
 def als(train: DataFrame, products: DataFrame | None, ctx: ModelContext) -> DataFrame:
     """Spark implicit ALS with ``als.binary_confidence`` (params may override rank/reg_param/alpha)."""
-    return _als(train, ctx, binary=bool(ctx.params.get("binary_confidence", ctx.cfg.als.binary_confidence)))
+    return _als(train, ctx, binary=_binary(ctx))
 
 
 @register("als-weighted")

@@ -9,11 +9,14 @@ free loopback port) in one Spark session on a fresh lake in a temp folder, then 
 (``build_als(cfg.als).fit``) on the training matrix of the same lake, cached and counted beforehand. The
 target is ``pipeline seconds / ALS fit seconds <= 2.5``. Then it runs the pipeline again, incrementally, on
 the same input files: no new data, so it must score no user and load no key; its seconds are the cost of a
-scheduled run that finds nothing to do (``--no-rerun`` skips it). Last, the nightly case: a new input file
-holds copies (new event ids) of the events of ``--new-share`` of the users (1%), and the pipeline runs
-incrementally: it ingests them (the new file only), refits the models on all data and rescores those users
-only; printed with its share of the full run and, as the baseline of its ingest, the seconds of an ingest of
-the whole events folder, as ``--reingest`` runs it (``--no-incremental`` skips both).
+scheduled run that finds nothing to do (``--no-rerun`` skips it). Last, the nightly case, twice: a new input
+file holds copies (new event ids) of the events of ``--new-share`` of the users (1%), and the pipeline runs
+incrementally: it ingests them (the new file only) and rescores those users only. The first time ALS folds
+them in against the full run's item factors (``als.refit_every_days``, the default of a nightly run), the
+second time, on a second such file, ``--refit`` fits ALS on all data again (what every incremental run did
+before fold-in, and what a run does once the fit is ``als.refit_every_days`` old). Both are printed with
+their share of the full run and, as the baseline of their ingest, the seconds of an ingest of the whole events
+folder, as ``--reingest`` runs it (``--no-incremental`` skips all three).
 
     .venv/bin/python bench/pipeline.py [--events 1000000,4000000] [--conf-file conf/local.yaml]
 """
@@ -103,32 +106,44 @@ def events_folder(cfg: Config) -> str:
     return f"{cfg.lake.raw_root}/sample/events"
 
 
-def add_new_events(spark, cfg: Config, share: float) -> int:
-    """Writes a new Parquet file into the sample's events folder: copies, with new event ids, of the events of
-    about ``share`` of the users (by a hash of the user id); returns the number of users in it."""
+def add_new_events(spark, cfg: Config, share: float, tag: str) -> int:
+    """Writes a new Parquet file into the sample's events folder: copies, with new event ids (``new-<tag>-``
+    and the original id), of the generated events of about ``share`` of the users (by a hash of the user id);
+    returns the number of users in it."""
     folder = events_folder(cfg)
-    events = spark.read.parquet(folder)
+    events = spark.read.parquet(folder).where(~F.col(S.COL_EVENT_ID).startswith("new-"))
     picked = events.where(F.abs(F.xxhash64(S.COL_USER)) % 10_000 < int(share * 10_000))
-    fresh = picked.withColumn(S.COL_EVENT_ID, F.concat(F.lit("new-"), F.col(S.COL_EVENT_ID)))
+    fresh = picked.withColumn(S.COL_EVENT_ID, F.concat(F.lit(f"new-{tag}-"), F.col(S.COL_EVENT_ID)))
     fresh.coalesce(1).write.mode("overwrite").parquet(f"{cfg.lake.raw_root}/new-events")
     [written] = [f for f in os.listdir(f"{cfg.lake.raw_root}/new-events") if f.endswith(".parquet")]
     shutil.move(f"{cfg.lake.raw_root}/new-events/{written}", f"{folder}/part-new-{written}")
     return picked.select(S.COL_USER).distinct().count()
 
 
+NIGHTLY_MODES = ("fold-in", "refit")
+
+
 def incremental_with_new_data(
     spark, cfg: Config, full_args: argparse.Namespace, share: float
-) -> tuple[Summary, float, int, float]:
-    """The nightly case: new events of ``share`` of the users, then the pipeline, incremental; then, as the
-    baseline of its ingest, the ingest of the whole events folder (what the pipeline ran before it read new
-    files only, and runs with ``--reingest``)."""
-    users = add_new_events(spark, cfg, share)
-    summary, seconds = incremental_run(spark, cfg, full_args, f"incremental run, new events of {users:,} users")
+) -> tuple[list[tuple[str, Summary, float]], int, float]:
+    """The nightly case for each of :data:`NIGHTLY_MODES`: new events of ``share`` of the users, then the
+    pipeline, incremental (``--refit`` in the second); then, as the baseline of their ingest, the ingest of the
+    whole events folder (what the pipeline ran before it read new files only, and runs with ``--reingest``)."""
+    runs = []
+    for mode in NIGHTLY_MODES:
+        users = add_new_events(spark, cfg, share, mode)
+        summary, seconds = incremental_run(
+            spark,
+            cfg,
+            argparse.Namespace(**{**vars(full_args), "refit": mode == "refit"}),
+            f"incremental run ({mode}), new events of {users:,} users",
+        )
+        runs.append((mode, summary, seconds))
     t0 = time.perf_counter()
     run_job("ingest", ["--table", "interactions", "--input", events_folder(cfg), "--format", "parquet"], cfg, spark)
     whole = time.perf_counter() - t0
     print(f"ingest of the whole events folder (--reingest): {whole:.1f}s", flush=True)
-    return summary, seconds, users, whole
+    return runs, users, whole
 
 
 @contextlib.contextmanager
@@ -181,7 +196,7 @@ def main() -> int:
     print(f"load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     base = load_config(args.conf_file)
     pargs = argparse.Namespace(
-        full=True, events=None, products=None, format=None, preset=None, skip="", reingest=False
+        full=True, events=None, products=None, format=None, preset=None, skip="", reingest=False, refit=False
     )
     if args.warm_up:
         with bench_session(base, args.warm_up) as (spark, cfg):
@@ -232,18 +247,19 @@ def main() -> int:
     nightly_rows = [(n, total, nightly) for n, _, total, _, _, nightly in results if nightly is not None]
     if nightly_rows:
         print(
-            "\n| events | users with new events | users scored | keys | "
+            "\n| events | ALS | users with new events | users scored | keys | "
             + " | ".join(f"{s} s" for s in stages)
             + " | incremental s | share of the full run | ingest of the whole folder s |"
         )
-        print("|---" * (len(stages) + 7) + "|")
-    for n, total, (summary, seconds, users, whole) in nightly_rows:
-        print(
-            f"| {n:,} | {users:,} | {summary.users_scored:,} | {summary.keys_loaded:,} | "
-            + " | ".join(f"{summary.seconds.get(s, 0):.1f}" for s in stages)
-            + f" | {seconds:.1f} | {seconds / total:.2f} | {whole:.1f} |"
-        )
-        failed |= summary.users_scored > users
+        print("|---" * (len(stages) + 8) + "|")
+    for n, total, (runs, users, whole) in nightly_rows:
+        for mode, summary, seconds in runs:
+            print(
+                f"| {n:,} | {mode} | {users:,} | {summary.users_scored:,} | {summary.keys_loaded:,} | "
+                + " | ".join(f"{summary.seconds.get(s, 0):.1f}" for s in stages)
+                + f" | {seconds:.1f} | {seconds / total:.2f} | {whole:.1f} |"
+            )
+            failed |= summary.users_scored > users
     if failed:
         print(
             "FAILED: a rerun with no new data scored users or loaded keys, or an incremental run scored more "

@@ -96,6 +96,7 @@ class AlsConfig:
     knn_neighbors: int = 100
     knn_max_items_per_user: int = 500
     candidates_broadcast_max_mb: int = 256
+    refit_every_days: float = 7.0
 
 
 @dataclass(frozen=True)

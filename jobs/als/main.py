@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from jobs.als import transforms as tr
+from jobs.als.foldin import FIT_PARAMS, StoredFit, fold_in_scope, refit_reason, stored_fit
+from jobs.als.index import update_index
 from jobs.als.model import build_als, factors_to_numpy
 from jobs.common import lake
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
 from jobs.common.runs import model_version, write_run_record
-from jobs.common.scope import read_scope
+from jobs.common.scope import Scope, read_scope
 from recsys import schema as S
 from recsys.bundle import write_bundle
 from recsys.config import Config
 
-DESCRIPTION = "fit implicit ALS, write factors, CF candidates, the serving bundle and a run record"
+DESCRIPTION = (
+    "fit implicit ALS (or, with --users, fold the users in against a recent fit), write factors, CF candidates,"
+    " the serving bundle and a run record"
+)
 log = logging.getLogger(__name__)
 
 
@@ -40,37 +45,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-bundle", action="store_true", help="skip the serving bundle export")
     parser.add_argument(
+        "--refit",
+        action="store_true",
+        help="with --users: fit ALS even when the stored fit is younger than als.refit_every_days "
+        "(without --users every run fits)",
+    )
+    parser.add_argument(
         "--users",
         default=None,
         metavar="PATH",
         help="CF candidates only for the users in this Delta table (column user_id), e.g. the users an "
         "incremental pipeline run rescores; the candidate table then holds only them (docs/schedule.md)",
     )
-
-
-def update_index(spark: SparkSession, path: str, ids: DataFrame, *, col_id: str, col_idx: str) -> DataFrame:
-    """Adds indexes for new ids to the Delta index table at ``path`` (insert-only MERGE) and returns it."""
-    schema = T.StructType(
-        [T.StructField(col_id, T.StringType(), False), T.StructField(col_idx, T.IntegerType(), False)]
-    )
-    if lake.table_exists(spark, path):
-        existing = lake.read_table(spark, path)
-    else:
-        existing = spark.createDataFrame([], schema)
-    new = tr.new_index_rows(ids, existing, col_id=col_id, col_idx=col_idx).localCheckpoint()
-    if not lake.table_exists(spark, path):
-        new.write.format("delta").mode("overwrite").save(path)
-    else:
-        from delta.tables import DeltaTable
-
-        (
-            DeltaTable.forPath(spark, path)
-            .alias("t")
-            .merge(new.alias("s"), f"t.`{col_id}` = s.`{col_id}`")
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-    return lake.read_table(spark, path)
 
 
 def _as_of(args: argparse.Namespace, events: DataFrame) -> datetime:
@@ -153,23 +139,45 @@ def write_candidates(
     return scoring
 
 
-def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
-    started = datetime.now(UTC).replace(tzinfo=None)
-    version = model_version("als", started)
-    stages = Stages("als")
+def _item_mb(n_items: int, rank: int) -> float:
+    return n_items * rank * 4 / 2**20
+
+
+def _decide(
+    args: argparse.Namespace, cfg: Config, spark: SparkSession, scope: Scope | None, as_of: datetime
+) -> tuple[StoredFit | None, str | None]:
+    """The stored fit to fold the users in against, or None and the reason to fit ALS again."""
     acfg = cfg.als
-    if acfg.candidates_broadcast_max_mb < 0:
-        raise JobError(f"als.candidates_broadcast_max_mb must be >= 0, got {acfg.candidates_broadcast_max_mb}")
-    spark.sparkContext.setCheckpointDir(cfg.lake.checkpoint_dir)
-    path = cfg.table_path(lake.INTERACTIONS)
-    if not lake.table_exists(spark, path):
-        raise JobError(f"no interactions table at {path}: run ingest first")
-    events = lake.read_table(spark, path)
-    scope = read_scope(spark, args.users) if args.users else None
-    counts: dict[str, int] = {}
+    if scope is None:
+        return None, "no --users: every user is scored"
+    if args.refit:
+        return None, "--refit"
+    fit = stored_fit(
+        spark, runs_path=cfg.table_path(lake.RUNS), item_factors_path=cfg.table_path(lake.ALS_ITEM_FACTORS)
+    )
+    params = {key: getattr(acfg, key) for key in FIT_PARAMS}
+    reason = refit_reason(
+        fit, every_days=acfg.refit_every_days, params=params, as_of=as_of, now=datetime.now(UTC).replace(tzinfo=None)
+    )
+    if reason is None and fit is not None:
+        n_items = lake.read_table(spark, cfg.table_path(lake.ALS_ITEM_FACTORS)).count()
+        if _item_mb(n_items, acfg.rank) > acfg.candidates_broadcast_max_mb:
+            reason = "the item factors are larger than als.candidates_broadcast_max_mb (fold-in broadcasts them)"
+    return (fit, None) if reason is None else (None, reason)
+
+
+def _fit(
+    spark: SparkSession,
+    cfg: Config,
+    events: DataFrame,
+    as_of: datetime,
+    version: str,
+    stages: Stages,
+    counts: dict[str, int],
+) -> tuple[Callable[[DataFrame, str | None], str], DataFrame, DataFrame, DataFrame]:
+    """Fits ALS on every user; returns the candidate writer, the user index and the user and item factors."""
+    acfg = cfg.als
     with stages("matrix"):
-        as_of = _as_of(args, events)
-        events = events.where(F.col(S.COL_TS) <= F.lit(as_of))
         ratings = tr.training_matrix(
             events, events_cfg=cfg.events, as_of=as_of, binary_confidence=acfg.binary_confidence
         ).cache()
@@ -199,6 +207,65 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
     with stages("write_factors"):
         lake.overwrite_version(user_f, cfg.table_path(lake.ALS_USER_FACTORS))
         lake.overwrite_version(item_f, cfg.table_path(lake.ALS_ITEM_FACTORS))
+
+    def write(subset: DataFrame, user_metadata: str | None) -> str:
+        return write_candidates(
+            spark, cfg, model, train, subset, items, item_f, n_items=counts["items"], model_version=version,
+            user_metadata=user_metadata,
+        )
+
+    return write, users, user_f, item_f
+
+
+def _bundle(
+    cfg: Config, version: str, user_f: DataFrame, item_f: DataFrame, as_of: datetime, started: datetime
+) -> None:
+    acfg = cfg.als
+    item_ids, y = factors_to_numpy(item_f, col_id=S.COL_ITEM, rank=acfg.rank)
+    user_ids, x = factors_to_numpy(user_f, col_id=S.COL_USER, rank=acfg.rank)
+    meta = {
+        "rank": acfg.rank,
+        "reg_param": acfg.reg_param,
+        "alpha": acfg.alpha,
+        "binary_confidence": acfg.binary_confidence,
+        "max_iter": acfg.max_iter,
+        "nonnegative": acfg.nonnegative,
+        "as_of": as_of.isoformat(),
+        "created_at": started.isoformat() + "Z",
+    }
+    folder = write_bundle(
+        cfg.model_path("als"), version, item_ids=item_ids, item_factors=y, user_ids=user_ids, user_factors=x,
+        meta=meta,
+    )
+    log.info("bundle %s: %d items, %d users", folder, len(item_ids), len(user_ids))
+
+
+def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
+    started = datetime.now(UTC).replace(tzinfo=None)
+    version = model_version("als", started)
+    stages = Stages("als")
+    acfg = cfg.als
+    if acfg.candidates_broadcast_max_mb < 0:
+        raise JobError(f"als.candidates_broadcast_max_mb must be >= 0, got {acfg.candidates_broadcast_max_mb}")
+    if acfg.refit_every_days < 0:
+        raise JobError(f"als.refit_every_days must be >= 0, got {acfg.refit_every_days}")
+    spark.sparkContext.setCheckpointDir(cfg.lake.checkpoint_dir)
+    path = cfg.table_path(lake.INTERACTIONS)
+    if not lake.table_exists(spark, path):
+        raise JobError(f"no interactions table at {path}: run ingest first")
+    events = lake.read_table(spark, path)
+    scope = read_scope(spark, args.users) if args.users else None
+    counts: dict[str, int] = {}
+    as_of = _as_of(args, events)
+    events = events.where(F.col(S.COL_TS) <= F.lit(as_of))
+    fit, reason = _decide(args, cfg, spark, scope, as_of)
+    if fit is not None and scope is not None:
+        write, users = fold_in_scope(spark, cfg, events, scope, fit, as_of, version, stages, counts)
+        factors = None
+    else:
+        log.info("fitting ALS: %s", reason)
+        write, users, user_f, item_f = _fit(spark, cfg, events, as_of, version, stages, counts)
+        factors = (user_f, item_f)
     with stages("candidates"):
         subset = (
             users
@@ -209,18 +276,7 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
         )
         if scope is not None:
             subset = subset.join(scope.users, S.COL_USER, "left_semi")
-        scoring = write_candidates(
-            spark,
-            cfg,
-            model,
-            train,
-            subset,
-            items,
-            item_f,
-            n_items=counts["items"],
-            model_version=version,
-            user_metadata=None if scope is None else scope.tag,
-        )
+        scoring = write(subset, None if scope is None else scope.tag)
         cand_table = lake.read_table(spark, cfg.table_path(lake.CF_CANDIDATES))
         written = cand_table.agg(
             F.count(F.lit(1)).alias("rows"),
@@ -233,41 +289,21 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
         counts["candidate_products"] = int(written["products"])
     # Cheap health signals of the run; offline quality comes from ./spark-submit.sh evaluate.
     metrics = {
-        "catalogue_coverage": counts["candidate_products"] / counts["items"],
-        "candidate_users_share": counts["candidate_users"] / counts["users"],
-        "density": counts["pairs"] / (counts["users"] * counts["items"]),
+        "catalogue_coverage": counts["candidate_products"] / max(counts["items"], 1),
+        "candidate_users_share": counts["candidate_users"] / max(counts["users"], 1),
+        "density": counts["pairs"] / max(counts["users"] * counts["items"], 1),
     }
-    if not args.no_bundle:
+    if factors is None:
+        log.info("bundle: the serving bundle of %s stays (a fold-in changes no item factor)", fit and fit.model_version)
+    elif not args.no_bundle:
         with stages("bundle"):
-            item_ids, y = factors_to_numpy(item_f, col_id=S.COL_ITEM, rank=acfg.rank)
-            user_ids, x = factors_to_numpy(user_f, col_id=S.COL_USER, rank=acfg.rank)
-            meta = {
-                "rank": acfg.rank,
-                "reg_param": acfg.reg_param,
-                "alpha": acfg.alpha,
-                "binary_confidence": acfg.binary_confidence,
-                "max_iter": acfg.max_iter,
-                "nonnegative": acfg.nonnegative,
-                "as_of": as_of.isoformat(),
-                "created_at": started.isoformat() + "Z",
-            }
-            folder = write_bundle(
-                cfg.model_path("als"),
-                version,
-                item_ids=item_ids,
-                item_factors=y,
-                user_ids=user_ids,
-                user_factors=x,
-                meta=meta,
-            )
-            log.info("bundle %s: %d items, %d users", folder, len(item_ids), len(user_ids))
+            _bundle(cfg, version, factors[0], factors[1], as_of, started)
     params = {
-        "rank": acfg.rank,
-        "reg_param": acfg.reg_param,
-        "alpha": acfg.alpha,
-        "max_iter": acfg.max_iter,
-        "nonnegative": acfg.nonnegative,
-        "binary_confidence": acfg.binary_confidence,
+        **{key: getattr(acfg, key) for key in FIT_PARAMS},
+        "fit": "refit" if fit is None else "fold-in",
+        "refit_reason": reason,
+        "fitted_version": version if fit is None else fit.model_version,
+        "refit_every_days": acfg.refit_every_days,
         "top_n": acfg.top_n,
         "all_users": args.all_users,
         "users": None if scope is None else scope.tag,
@@ -290,9 +326,9 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
             "row_counts": counts,
         },
     )
+    how = f"fit {stages.seconds['fit']:.1f}s" if fit is None else f"folded in against {fit.model_version}"
     print(
         f"als {version}: {counts['users']:,} users x {counts['items']:,} items, {counts['pairs']:,} pairs; "
-        f"{counts['candidate_rows']:,} candidates for {counts['candidate_users']:,} users; "
-        f"fit {stages.seconds['fit']:.1f}s"
+        f"{counts['candidate_rows']:,} candidates for {counts['candidate_users']:,} users; {how}"
     )
     return 0

@@ -23,6 +23,7 @@ from pyspark.sql import types as T
 from jobs.common.confidence import interaction_confidence
 from recsys import schema as S
 from recsys.config import EventsConfig
+from recsys.foldin import fold_in
 from recsys.topk import top_n as topk_rows
 
 COL_USER_IDX = "user_idx"
@@ -333,3 +334,88 @@ def _seen_rows(seen: pa.Array, item_idx: np.ndarray) -> tuple[np.ndarray, np.nda
     indptr = np.zeros(len(seen) + 1, dtype=np.int64)
     np.cumsum(np.bincount(owner[known], minlength=len(seen)), out=indptr[1:])
     return indptr, rows[known]
+
+
+def fold_in_users(
+    ratings: DataFrame,
+    *,
+    item_factors: Broadcast[ItemMatrix],
+    gram: np.ndarray,
+    reg_param: float,
+    alpha: float,
+) -> DataFrame:
+    """User vectors solved against fixed item factors: the user step of ALS without refitting the items.
+
+    Each user's ratings on the items of ``item_factors`` go through :func:`recsys.foldin.fold_in` (the
+    API's solver, one ``rank x rank`` solve per user) inside ``mapInArrow``. Ratings of items without factors
+    (products first seen after the fit) are left out; a user with no other rating gets no vector.
+
+    Args:
+        ratings: ``user_idx, item_idx, rating`` of the users to fold in.
+        item_factors: The broadcast :class:`ItemMatrix` of the stored fit.
+        gram: ``item_factors.T @ item_factors`` (float64 ``[rank, rank]``).
+        reg_param: ALS ``regParam`` of the fit.
+        alpha: ALS ``alpha`` of the fit.
+
+    Returns:
+        ``id, features`` as ``ALSModel.userFactors`` (``id`` is the ``user_idx``).
+
+    Example:
+        >>> bc = spark.sparkContext.broadcast(item_matrix(item_idx, y))
+        >>> x = fold_in_users(train, item_factors=bc, gram=y.T @ y, reg_param=0.1, alpha=1.0)
+    """
+    if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
+        raise ValueError(f"gram must be a square matrix, got shape {gram.shape}")
+    lists = (
+        ratings.groupBy(COL_USER_IDX)
+        .agg(F.collect_list(F.struct(COL_ITEM_IDX, COL_RATING)).alias("_r"))
+        .select(
+            COL_USER_IDX, F.col(f"_r.{COL_ITEM_IDX}").alias("items"), F.col(f"_r.{COL_RATING}").alias("ratings")
+        )
+    )
+    schema = T.StructType(
+        [T.StructField("id", T.IntegerType()), T.StructField("features", T.ArrayType(T.FloatType()))]
+    )
+    return lists.mapInArrow(_arrow_folder(item_factors, gram, reg_param=reg_param, alpha=alpha), schema)
+
+
+def _arrow_folder(
+    item_factors: Broadcast[ItemMatrix], gram: np.ndarray, *, reg_param: float, alpha: float
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function: ``user_idx, items, ratings`` batches to ``id, features`` rows."""
+
+    def fold(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        matrix = item_factors.value
+        rank = matrix.factors.shape[1]
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            items = batch.column("items")
+            lengths = pc.fill_null(pc.list_value_length(items), 0).to_numpy(zero_copy_only=False)
+            ends = np.cumsum(lengths)
+            flat = items.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+            values = batch.column("ratings").flatten().to_numpy(zero_copy_only=False).astype(np.float64)
+            rows = np.minimum(np.searchsorted(matrix.item_idx, flat), max(matrix.item_idx.size - 1, 0))
+            known = matrix.item_idx[rows] == flat if matrix.item_idx.size else np.zeros(flat.size, dtype=bool)
+            users = batch.column(COL_USER_IDX).to_numpy(zero_copy_only=False)
+            kept: list[int] = []
+            vectors: list[np.ndarray] = []
+            for u in range(batch.num_rows):
+                part = slice(int(ends[u] - lengths[u]), int(ends[u]))
+                mask = known[part]
+                if not mask.any():
+                    continue
+                x = fold_in(matrix.factors, gram, rows[part][mask], values[part][mask], reg_param=reg_param,
+                            alpha=alpha)
+                kept.append(int(users[u]))
+                vectors.append(x.astype(np.float32))
+            if not kept:
+                continue
+            flat_x = np.concatenate(vectors)
+            offsets = pa.array(np.arange(len(kept) + 1, dtype=np.int32) * rank)
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(kept, pa.int32()), pa.ListArray.from_arrays(offsets, pa.array(flat_x, pa.float32()))],
+                names=["id", "features"],
+            )
+
+    return fold

@@ -52,7 +52,7 @@ def trained_lake(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     )
     df = spark.createDataFrame(_events(datetime.now(UTC)), INTERACTIONS_SCHEMA)
     lake.merge_upsert(spark, df, cfg.table_path("interactions"), TABLES["interactions"])
-    args = argparse.Namespace(all_users=True, as_of=None, no_bundle=False, users=None)
+    args = argparse.Namespace(all_users=True, as_of=None, no_bundle=False, users=None, refit=False)
     assert als_main.run(args, cfg, spark) in (0, None)
     return root
 

@@ -47,7 +47,7 @@ def test_als_job_writes_every_output(spark, lake_root, tmp_path, max_mb, scoring
             rank=4, max_iter=10, top_n=2, alpha=5.0, reg_param=0.05, seed=1, candidates_broadcast_max_mb=max_mb
         ),
     )
-    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=False, users=None)
+    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=False, users=None, refit=False)
     assert als_main.run(args, cfg, spark) == 0
 
     cands = lake.read_table(spark, cfg.table_path(lake.CF_CANDIDATES))
@@ -92,7 +92,7 @@ def test_users_table_limits_the_candidates_and_tags_the_commit(spark, lake_root,
     users = str(tmp_path / "rescored_users")
     # u11 is inactive (no candidates in any run); u99 has no interactions.
     lake.overwrite_version(spark.createDataFrame([("u0",), ("u7",), ("u11",), ("u99",)], "user_id string"), users)
-    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=True, users=users)
+    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=True, users=users, refit=False)
     assert als_main.run(args, cfg, spark) == 0
 
     path = cfg.table_path(lake.CF_CANDIDATES)
@@ -106,7 +106,7 @@ def test_users_table_limits_the_candidates_and_tags_the_commit(spark, lake_root,
     assert json.loads(run["row_counts"])["users"] == 12  # the model is still fitted on every user
 
     # Without --users the table holds every active user again, untagged.
-    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=True, users=None)
+    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=True, users=None, refit=False)
     assert als_main.run(args, cfg, spark) == 0
     assert lake.read_table(spark, path).select("user_id").distinct().count() == 11
     assert written_scope(spark, path) is None
@@ -114,6 +114,6 @@ def test_users_table_limits_the_candidates_and_tags_the_commit(spark, lake_root,
 
 def test_negative_broadcast_limit_is_an_error_naming_the_key(spark, tmp_path):
     cfg = Config(lake=LakeConfig(root=str(tmp_path / "lake")), als=AlsConfig(candidates_broadcast_max_mb=-1))
-    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=False, users=None)
+    args = argparse.Namespace(all_users=False, as_of=None, no_bundle=False, users=None, refit=False)
     with pytest.raises(JobError, match="als.candidates_broadcast_max_mb must be >= 0"):
         als_main.run(args, cfg, spark)

@@ -9,7 +9,7 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import types as T
 
 from jobs.als import transforms as tr
-from jobs.als.main import update_index
+from jobs.als.index import update_index
 from recsys.config import EventsConfig
 from recsys.scoring import event_confidence
 

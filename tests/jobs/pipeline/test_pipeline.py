@@ -76,6 +76,7 @@ def args(**kw) -> argparse.Namespace:
         "preset": None,
         "skip": "ingest",
         "reingest": False,
+        "refit": False,
     }
     return argparse.Namespace(**{**base, **kw})
 

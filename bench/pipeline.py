@@ -12,9 +12,10 @@ the same input files: no new data, so it must score no user and load no key; its
 scheduled run that finds nothing to do (``--no-rerun`` skips it). Last, the nightly case, twice: a new input
 file holds copies (new event ids) of the events of ``--new-share`` of the users (1%), and the pipeline runs
 incrementally: it ingests them (the new file only) and rescores those users only. The first time ALS folds
-them in against the full run's item factors (``als.refit_every_days``, the default of a nightly run), the
-second time, on a second such file, ``--refit`` fits ALS on all data again (what every incremental run did
-before fold-in, and what a run does once the fit is ``als.refit_every_days`` old). Both are printed with
+them in against the full run's item factors (``als.refit_every_days``, the default of a nightly run) and the
+content job reuses the neighbours of the unchanged catalogue; the second time, on a second such file,
+``--refit`` fits ALS on all data again and recomputes the neighbours (what every incremental run did before,
+and what a run does once the fit is ``als.refit_every_days`` old or the products changed). Both are printed with
 their share of the full run and, as the baseline of their ingest, the seconds of an ingest of the whole events
 folder, as ``--reingest`` runs it (``--no-incremental`` skips all three).
 

@@ -5,18 +5,23 @@
 Reads ``products`` and ``interactions``, writes ``item_neighbors`` and ``content_candidates`` as new Delta
 versions tagged ``model_version = content-YYYYmmddTHHMMSSZ``, and appends a row to ``runs`` with the
 parameters, a tie-aware recall check of the neighbours against brute-force cosine on a random sample of
-products, the timing of every stage and the row counts. Every run recomputes the neighbours, so a product
-added since the last run gets neighbours and is a neighbour of others; ``--users`` limits the candidates to
-the users of a table (an incremental pipeline run's, :mod:`jobs.common.scope`).
+products, the timing of every stage and the row counts. A run over every user recomputes the neighbours, so a
+product added since the last run gets neighbours and is a neighbour of others. ``--users`` limits the
+candidates to the users of a table (an incremental pipeline run's, :mod:`jobs.common.scope`), and such a run
+reuses the stored neighbours when they were computed from the current version of the ``products`` table with
+the current settings: they depend on nothing else, so recomputing them would give the same rows (``--full``
+recomputes them anyway).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -34,6 +39,8 @@ from recsys.config import Config
 
 DESCRIPTION = "content-based filtering: product vectors, similar items (LSH) and user content candidates"
 JOB = "content"
+# The settings the neighbours depend on (with the products); the candidates' own settings are not among them.
+NEIGHBOUR_PARAMS = ("top_k", "weights", "title_features", "lsh_tables", "lsh_bits", "block_max", "seed")
 log = logging.getLogger(__name__)
 
 
@@ -42,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--full",
         action="store_true",
-        help="recompute everything (the default and only mode: a full run is cheap)",
+        help="recompute the neighbours even in a --users run whose catalogue and settings are unchanged "
+        "(a run without --users always recomputes them)",
     )
     parser.add_argument(
         "--sample-recall",
@@ -73,6 +81,36 @@ def _read(spark: SparkSession, cfg: Config, name: str) -> DataFrame:
     return lake.read_table(spark, path)
 
 
+def reusable_neighbours(spark: SparkSession, cfg: Config, *, products_version: int) -> str | None:
+    """The ``model_version`` of the stored ``item_neighbors`` when the content run that computed them read
+    ``products_version`` of the products table with today's :data:`NEIGHBOUR_PARAMS`; None otherwise.
+
+    Example:
+        >>> reusable_neighbours(spark, cfg, products_version=12)
+        'content-20260131T120000Z'
+    """
+    runs, nbrs = cfg.table_path(lake.RUNS), cfg.table_path(lake.ITEM_NEIGHBORS)
+    if not (lake.table_exists(spark, runs) and lake.table_exists(spark, nbrs)):
+        return None
+    computed = F.coalesce(F.get_json_object("params", "$.neighbours"), F.lit("computed")) == "computed"
+    row = (
+        lake.read_table(spark, runs)
+        .where((F.col("job") == JOB) & computed)
+        .orderBy(F.col("finished_at").desc())
+        .select("model_version", "params")
+        .first()
+    )
+    if row is None:
+        return None
+    params, current = json.loads(row["params"] or "{}"), dataclasses.asdict(cfg.content)
+    if params.get("products_version") != products_version or any(
+        params.get(key) != current[key] for key in NEIGHBOUR_PARAMS
+    ):
+        return None
+    stored = lake.read_table(spark, nbrs).select("model_version").first()
+    return row["model_version"] if stored is not None and stored["model_version"] == row["model_version"] else None
+
+
 def recall_check(
     features: DataFrame, neighbours: DataFrame, *, k: int, sample: int, seed: int
 ) -> dict[str, float]:
@@ -95,7 +133,10 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
     started = datetime.now(UTC)
     version = model_version(started)
     stages = Stages(JOB)
-    products = _read(spark, cfg, lake.PRODUCTS)
+    products = _read(spark, cfg, lake.PRODUCTS)  # checks that the table exists
+    # The version the neighbours are computed from (and recorded with), read first and pinned.
+    products_version = DeltaTable.forPath(spark, cfg.table_path(lake.PRODUCTS)).history(1).first()["version"]
+    products = spark.read.format("delta").option("versionAsOf", products_version).load(cfg.table_path(lake.PRODUCTS))
     events = _read(spark, cfg, lake.INTERACTIONS)
     scope = read_scope(spark, args.users) if args.users else None
 
@@ -104,18 +145,32 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
         n_products = feats.count()
         if n_products == 0:
             raise JobError(f"table 'products' at {cfg.table_path(lake.PRODUCTS)} is empty")
-    with stages("similar_items"):
-        nbrs = similar_items(
-            feats, k=c.top_k, tables=c.lsh_tables, bits=c.lsh_bits, window=c.block_max, seed=c.seed
-        ).cache()
-        n_neighbours = nbrs.count()
-    with stages("write_item_neighbors"):
-        lake.overwrite_version(
-            nbrs.withColumn("model_version", F.lit(version)), cfg.table_path(lake.ITEM_NEIGHBORS)
+    reused = None
+    if scope is not None and not args.full:
+        reused = reusable_neighbours(spark, cfg, products_version=products_version)
+    recall: dict[str, float] = {}
+    if reused is None:
+        with stages("similar_items"):
+            nbrs = similar_items(
+                feats, k=c.top_k, tables=c.lsh_tables, bits=c.lsh_bits, window=c.block_max, seed=c.seed
+            ).cache()
+            n_neighbours = nbrs.count()
+        with stages("write_item_neighbors"):
+            lake.overwrite_version(
+                nbrs.withColumn("model_version", F.lit(version)), cfg.table_path(lake.ITEM_NEIGHBORS)
+            )
+        with stages("recall_check"):
+            recall = recall_check(feats, nbrs, k=c.top_k, sample=sample, seed=c.seed)
+            log.info("tie-aware recall@%d on %d products: %s", c.top_k, sample, recall)
+    else:
+        with stages("read_item_neighbors"):
+            nbrs = lake.read_table(spark, cfg.table_path(lake.ITEM_NEIGHBORS)).drop("model_version").cache()
+            n_neighbours = nbrs.count()
+        log.info(
+            "neighbours: the item_neighbors of %s, computed from products version %d with the same settings",
+            reused,
+            products_version,
         )
-    with stages("recall_check"):
-        recall = recall_check(feats, nbrs, k=c.top_k, sample=sample, seed=c.seed)
-        log.info("tie-aware recall@%d on %d products: %s", c.top_k, sample, recall)
     with stages("content_candidates"):
         last_ts = events.agg(F.max(S.COL_TS)).first()[0]
         as_of = last_ts.replace(tzinfo=UTC) if last_ts is not None else started
@@ -166,6 +221,9 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
             **dataclasses.asdict(c),
             "as_of": as_of.isoformat(),
             "users": None if scope is None else scope.tag,
+            "products_version": products_version,
+            "neighbours": "computed" if reused is None else "reused",
+            "neighbours_version": version if reused is None else reused,
         },
         "metrics": {f"neighbors_{key}": value for key, value in recall.items()},
         "timings": stages.seconds,

@@ -4,10 +4,11 @@ Incremental by default: the users rescored are those with interactions ingested 
 pipeline run's watermark (kept in the ``runs`` table), plus users whose stored list shows a product updated
 since then; ``--full`` rescores everyone. The als and content stages of an incremental run write candidates
 for those users only (``--users``, :mod:`jobs.common.scope`): ALS folds them in against the stored item
-factors until the fit is ``als.refit_every_days`` old, then fits on all data again (``--refit`` forces a
-fit); the content model is fitted on all data. The ingest reads only input files it has not ingested before
-(``ingest --new-files-only``; ``--reingest`` reads them all). With no new data every stage reports "nothing
-to do" and nothing is written, not even a run record, so a rerun is cheap and idempotent.
+factors until the fit is ``als.refit_every_days`` old, then fits on all data again, and the content
+neighbours are reused while the products table is unchanged (``--refit`` recomputes both). The ingest reads
+only input files it has not ingested before (``ingest --new-files-only``; ``--reingest`` reads them all).
+With no new data every stage reports "nothing to do" and nothing is written, not even a run record, so a
+rerun is cheap and idempotent.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--refit",
         action="store_true",
-        help="fit ALS in an incremental run too, not only when the fit is als.refit_every_days old",
+        help="in an incremental run too, fit ALS (not only when the fit is als.refit_every_days old) and "
+        "recompute the content neighbours (not only when the products changed)",
     )
     parser.add_argument(
         "--reingest",
@@ -243,8 +245,10 @@ def run_pipeline(
         lake.overwrite_version(users, upath)
         scope = read_scope(spark, upath).tag
         scoped = ["--users", upath]
-    refit = ["--refit"] if args.refit and users is not None else []
-    for name, argv in (("als", scoped + refit), ("content", scoped)):
+    refit = args.refit and users is not None
+    forced = {"als": ["--refit"], "content": ["--full"]} if refit else {}
+    for name in ("als", "content"):
+        argv = scoped + forced.get(name, [])
         with stages(name):
             if name in skip:
                 log.info("[pipeline] %s: skipped (--skip)", name)

@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 
 import pytest
+from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from jobs.common import lake
@@ -31,8 +32,8 @@ EVENTS = [
 ]
 
 
-def _run(spark, root, users: str | None = None) -> None:
-    args = argparse.Namespace(full=False, sample_recall=5, lake=str(root), conf_file=None, users=users)
+def _run(spark, root, users: str | None = None, *, full: bool = False) -> None:
+    args = argparse.Namespace(full=full, sample_recall=5, lake=str(root), conf_file=None, users=users)
     assert main.run(args, load_config(), spark) == 0
 
 
@@ -93,3 +94,40 @@ def test_users_table_limits_the_candidates_to_the_same_rows(spark, lake_root, tm
     assert written_scope(spark, table) == f"users:{users}@v0"
     runs = lake.read_table(spark, str(lake_root / "runs")).orderBy("started_at").collect()
     assert [json.loads(r["params"])["users"] for r in runs] == [None, f"users:{users}@v0"]
+
+
+def test_a_users_run_reuses_the_neighbours_of_an_unchanged_catalogue(spark, lake_root, tmp_path):
+    _seed(spark, lake_root)
+    nbr_path, users = str(lake_root / "item_neighbors"), str(tmp_path / "rescored_users")
+    lake.overwrite_version(spark.createDataFrame([("u1",)], "user_id string"), users)
+
+    def neighbours() -> tuple[int, list]:
+        version = DeltaTable.forPath(spark, nbr_path).history(1).first()["version"]
+        return version, sorted(tuple(r) for r in lake.read_table(spark, nbr_path).drop("model_version").collect())
+
+    def last_params() -> dict:
+        row = lake.read_table(spark, str(lake_root / "runs")).orderBy(F.col("finished_at").desc()).first()
+        return {"version": row["model_version"], **json.loads(row["params"]), "timings": json.loads(row["timings"])}
+
+    _run(spark, lake_root)
+    first, computed = last_params(), neighbours()
+    assert (first["neighbours"], first["neighbours_version"]) == ("computed", first["version"])
+    # Same products, same settings: the stored neighbours are read, not rewritten.
+    _run(spark, lake_root, users=users)
+    reused = last_params()
+    assert (reused["neighbours"], reused["neighbours_version"]) == ("reused", first["version"])
+    assert reused["products_version"] == first["products_version"]
+    assert neighbours() == computed and "similar_items" not in reused["timings"]
+    # --full recomputes them: a new table version with the same rows.
+    _run(spark, lake_root, users=users, full=True)
+    assert last_params()["neighbours"] == "computed"
+    again = neighbours()
+    assert again[0] == computed[0] + 1 and again[1] == computed[1]
+    # A product added: the next users run recomputes, and the new product has neighbours.
+    new = [("a9", "green cotton shirt", "Clothes", "acme", 11.0, True, NOW)]
+    lake.merge_upsert(
+        spark, spark.createDataFrame(new, lake.PRODUCTS_SCHEMA), str(lake_root / "products"), lake.TABLES["products"]
+    )
+    _run(spark, lake_root, users=users)
+    assert last_params()["neighbours"] == "computed"
+    assert {r[0] for r in neighbours()[1]} == {p[0] for p in PRODUCTS} | {"a9"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -15,6 +16,7 @@ from delta.exceptions import (
     ProtocolChangedException,
 )
 from delta.tables import DeltaTable
+from pyspark.errors import PySparkException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -142,9 +144,9 @@ _T = TypeVar("_T")
 def retry_conflicts(write: Callable[[], _T], *, what: str, attempts: int = 3) -> _T:
     """Runs ``write``, an idempotent write (a MERGE of the same rows), again when another writer conflicted.
 
-    Two writers touching disjoint partitions do not conflict when the MERGE names its partition; two first
-    writers creating the same table do (``ProtocolChangedException``), and the second simply goes again.
-    The last attempt's conflict is raised.
+    Two writers touching disjoint partitions do not conflict when the MERGE names its partition; two writing
+    the same partition do, and the second simply goes again. (Two first writers creating the same table wait
+    for each other in :func:`ensure_table`.) The last attempt's conflict is raised.
     """
     for attempt in range(1, attempts):
         try:
@@ -162,15 +164,36 @@ def user_bucket(col: Column | str, buckets: int) -> Column:
     return F.pmod(F.xxhash64(c), F.lit(buckets)).cast("int")
 
 
-def ensure_table(spark: SparkSession, path: str, spec: TableSpec) -> DeltaTable:
-    """Creates the Delta table at ``path`` with the spec's schema and partitioning when it does not exist."""
-    return (
-        DeltaTable.createIfNotExists(spark)
-        .location(path)
-        .addColumns(spec.schema)
-        .partitionedBy(*spec.partition_by)
-        .execute()
-    )
+# What a first writer of a table meets while another first writer creates the same table, besides a conflict
+# with the other's CREATE TABLE commit (ProtocolChangedException): Delta's refusal to create a table where
+# files are but no commit is (the other's _delta_log folder before its first commit), and a table found
+# before its commit.
+_BEING_CREATED = ("DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION", "DELTA_TABLE_NOT_FOUND")
+
+
+def ensure_table(spark: SparkSession, path: str, spec: TableSpec, *, wait_s: float = 20.0) -> DeltaTable:
+    """Creates the Delta table at ``path`` with the spec's schema and partitioning when it does not exist.
+
+    When two first writers race to create the table, the one that loses tries again until the other's
+    first commit lands, for up to ``wait_s`` seconds, and then uses that table. A location whose files never
+    become a Delta table (another tool's files) raises Delta's error, which names it.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return (
+                DeltaTable.createIfNotExists(spark)
+                .location(path)
+                .addColumns(spec.schema)
+                .partitionedBy(*spec.partition_by)
+                .execute()
+            )
+        except PySparkException as exc:  # Delta's exceptions share no narrower base
+            racing = isinstance(exc, ProtocolChangedException) or exc.getCondition() in _BEING_CREATED
+            if not racing or time.monotonic() >= deadline:
+                raise
+            log.info("%s: another writer is creating the table (%s), trying again", path, type(exc).__name__)
+            time.sleep(0.2)
 
 
 def read_table(spark: SparkSession, path: str) -> DataFrame:

@@ -44,12 +44,14 @@ class StoredFit:
         as_of: The fit's data cut-off (its latest event).
         finished_at: When the fit's run finished (UTC).
         params: The fit's run-record params (at least :data:`FIT_PARAMS`).
+        items: Rows of its item factors (the run record's ``row_counts.items``).
     """
 
     model_version: str
     as_of: datetime
     finished_at: datetime
     params: Mapping[str, Any]
+    items: int
 
 
 def stored_fit(spark: SparkSession, *, runs_path: str, item_factors_path: str) -> StoredFit | None:
@@ -67,7 +69,7 @@ def stored_fit(spark: SparkSession, *, runs_path: str, item_factors_path: str) -
         lake.read_table(spark, runs_path)
         .where((F.col("job") == "als") & (F.coalesce(F.get_json_object("params", "$.fit"), F.lit("refit")) == "refit"))
         .orderBy(F.col("finished_at").desc())
-        .select("model_version", "finished_at", "params")
+        .select("model_version", "finished_at", "params", "row_counts")
         .first()
     )
     if row is None:
@@ -75,10 +77,12 @@ def stored_fit(spark: SparkSession, *, runs_path: str, item_factors_path: str) -
     stored = lake.read_table(spark, item_factors_path).select("model_version").first()
     if stored is None or stored["model_version"] != row["model_version"]:
         return None
-    params = json.loads(row["params"] or "{}")
-    if "as_of" not in params:
+    params, counts = json.loads(row["params"] or "{}"), json.loads(row["row_counts"] or "{}")
+    if "as_of" not in params or "items" not in counts:
         return None
-    return StoredFit(row["model_version"], datetime.fromisoformat(params["as_of"]), row["finished_at"], params)
+    return StoredFit(
+        row["model_version"], datetime.fromisoformat(params["as_of"]), row["finished_at"], params, int(counts["items"])
+    )
 
 
 def refit_reason(

@@ -106,7 +106,7 @@ def write_candidates(
         ``broadcast`` or ``recommendForUserSubset``.
     """
     acfg = cfg.als
-    item_mb = n_items * acfg.rank * 4 / 2**20
+    item_mb = _item_mb(n_items, acfg.rank)
     scoring = "broadcast" if item_mb <= acfg.candidates_broadcast_max_mb else "recommendForUserSubset"
     log.info(
         "candidates: %s scoring (item factors %.1f MB, als.candidates_broadcast_max_mb %d)",
@@ -159,10 +159,8 @@ def _decide(
     reason = refit_reason(
         fit, every_days=acfg.refit_every_days, params=params, as_of=as_of, now=datetime.now(UTC).replace(tzinfo=None)
     )
-    if reason is None and fit is not None:
-        n_items = lake.read_table(spark, cfg.table_path(lake.ALS_ITEM_FACTORS)).count()
-        if _item_mb(n_items, acfg.rank) > acfg.candidates_broadcast_max_mb:
-            reason = "the item factors are larger than als.candidates_broadcast_max_mb (fold-in broadcasts them)"
+    if fit is not None and reason is None and _item_mb(fit.items, acfg.rank) > acfg.candidates_broadcast_max_mb:
+        reason = "the item factors are larger than als.candidates_broadcast_max_mb (fold-in broadcasts them)"
     return (fit, None) if reason is None else (None, reason)
 
 
@@ -293,9 +291,9 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
         "candidate_users_share": counts["candidate_users"] / max(counts["users"], 1),
         "density": counts["pairs"] / max(counts["users"] * counts["items"], 1),
     }
-    if factors is None:
-        log.info("bundle: the serving bundle of %s stays (a fold-in changes no item factor)", fit and fit.model_version)
-    elif not args.no_bundle:
+    if fit is not None:
+        log.info("bundle: the serving bundle of %s stays (a fold-in changes no item factor)", fit.model_version)
+    elif factors is not None and not args.no_bundle:
         with stages("bundle"):
             _bundle(cfg, version, factors[0], factors[1], as_of, started)
     params = {

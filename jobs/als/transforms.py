@@ -327,13 +327,19 @@ def _seen_rows(seen: pa.Array, item_idx: np.ndarray) -> tuple[np.ndarray, np.nda
     """CSR ``indptr, rows`` of the item-matrix rows of each user's seen items (null list: nothing seen)."""
     lengths = pc.fill_null(pc.list_value_length(seen), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     flat = seen.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
-    rows = np.minimum(np.searchsorted(item_idx, flat), max(item_idx.size - 1, 0))
     # An item without factors cannot be scored, so it needs no exclusion either.
-    known = item_idx[rows] == flat if item_idx.size else np.zeros(flat.size, dtype=bool)
+    rows, known = _item_rows(item_idx, flat)
     owner = np.repeat(np.arange(len(seen)), lengths)
     indptr = np.zeros(len(seen) + 1, dtype=np.int64)
     np.cumsum(np.bincount(owner[known], minlength=len(seen)), out=indptr[1:])
     return indptr, rows[known]
+
+
+def _item_rows(item_idx: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``ids`` in the sorted ``item_idx`` and whether each id has a row (factors) at all."""
+    rows = np.minimum(np.searchsorted(item_idx, ids), max(item_idx.size - 1, 0))
+    known = item_idx[rows] == ids if item_idx.size else np.zeros(ids.size, dtype=bool)
+    return rows, known
 
 
 def fold_in_users(
@@ -395,8 +401,7 @@ def _arrow_folder(
             ends = np.cumsum(lengths)
             flat = items.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
             values = batch.column("ratings").flatten().to_numpy(zero_copy_only=False).astype(np.float64)
-            rows = np.minimum(np.searchsorted(matrix.item_idx, flat), max(matrix.item_idx.size - 1, 0))
-            known = matrix.item_idx[rows] == flat if matrix.item_idx.size else np.zeros(flat.size, dtype=bool)
+            rows, known = _item_rows(matrix.item_idx, flat)
             users = batch.column(COL_USER_IDX).to_numpy(zero_copy_only=False)
             kept: list[int] = []
             vectors: list[np.ndarray] = []

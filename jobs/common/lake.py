@@ -196,9 +196,15 @@ def ensure_table(spark: SparkSession, path: str, spec: TableSpec, *, wait_s: flo
             time.sleep(0.2)
 
 
-def read_table(spark: SparkSession, path: str) -> DataFrame:
-    """Reads the current version of the Delta table at ``path``."""
-    return spark.read.format("delta").load(path)
+def read_table(spark: SparkSession, path: str, *, version: int | None = None) -> DataFrame:
+    """Reads the Delta table at ``path``: its current version, or ``version``."""
+    reader = spark.read.format("delta")
+    return (reader if version is None else reader.option("versionAsOf", version)).load(path)
+
+
+def latest_version(spark: SparkSession, path: str) -> int:
+    """The version of the latest commit of the Delta table at ``path``."""
+    return int(DeltaTable.forPath(spark, path).history(1).first()["version"])
 
 
 def table_exists(spark: SparkSession, path: str) -> bool:

@@ -49,8 +49,8 @@ def read_scope(spark: SparkSession, path: str) -> Scope:
     """
     if not lake.table_exists(spark, path):
         raise JobError(f"--users {path}: no Delta table there (it needs a {S.COL_USER} column)")
-    version = DeltaTable.forPath(spark, path).history(1).first()["version"]
-    users = spark.read.format("delta").option("versionAsOf", version).load(path)
+    version = lake.latest_version(spark, path)
+    users = lake.read_table(spark, path, version=version)
     if S.COL_USER not in users.columns:
         raise JobError(f"--users {path}: the table has no column {S.COL_USER!r} (it has {', '.join(users.columns)})")
     return Scope(users.select(S.COL_USER).distinct(), f"{PREFIX}{path}@v{version}")

@@ -21,7 +21,6 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -74,11 +73,11 @@ def model_version(now: datetime) -> str:
     return "content-" + now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _read(spark: SparkSession, cfg: Config, name: str) -> DataFrame:
+def _path(spark: SparkSession, cfg: Config, name: str) -> str:
     path = cfg.table_path(name)
     if not lake.table_exists(spark, path):
         raise JobError(f"table {name!r} not found at {path}: run the ingest job first")
-    return lake.read_table(spark, path)
+    return path
 
 
 def reusable_neighbours(spark: SparkSession, cfg: Config, *, products_version: int) -> str | None:
@@ -133,11 +132,11 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
     started = datetime.now(UTC)
     version = model_version(started)
     stages = Stages(JOB)
-    products = _read(spark, cfg, lake.PRODUCTS)  # checks that the table exists
-    # The version the neighbours are computed from (and recorded with), read first and pinned.
-    products_version = DeltaTable.forPath(spark, cfg.table_path(lake.PRODUCTS)).history(1).first()["version"]
-    products = spark.read.format("delta").option("versionAsOf", products_version).load(cfg.table_path(lake.PRODUCTS))
-    events = _read(spark, cfg, lake.INTERACTIONS)
+    # The neighbours are computed from (and recorded with) one pinned version of the products.
+    products_path = _path(spark, cfg, lake.PRODUCTS)
+    products_version = lake.latest_version(spark, products_path)
+    products = lake.read_table(spark, products_path, version=products_version)
+    events = lake.read_table(spark, _path(spark, cfg, lake.INTERACTIONS))
     scope = read_scope(spark, args.users) if args.users else None
 
     with stages("features"):

@@ -20,7 +20,7 @@ from recsys.config import AlsConfig, Config, LakeConfig
 
 END = datetime(2026, 3, 1)
 PARAMS = {key: getattr(AlsConfig(), key) for key in FIT_PARAMS}
-FIT = StoredFit("als-1", as_of=END, finished_at=END, params=PARAMS)
+FIT = StoredFit("als-1", as_of=END, finished_at=END, params=PARAMS, items=8)
 
 
 def reason(fit: StoredFit | None = FIT, *, every: float = 7, as_of: datetime = END, now: datetime = END, **params):

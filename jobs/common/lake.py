@@ -21,6 +21,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from jobs.common.errors import JobError
 from recsys import schema as S
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,10 @@ def ensure_table(spark: SparkSession, path: str, spec: TableSpec, *, wait_s: flo
     When two first writers race to create the table, the one that loses tries again until the other's
     first commit lands, for up to ``wait_s`` seconds, and then uses that table. A location whose files never
     become a Delta table (another tool's files) raises Delta's error, which names it.
+
+    Raises:
+        JobError: The location still has a ``_delta_log`` folder without a commit after ``wait_s``: what a
+            writer that died while creating the table leaves.
     """
     deadline = time.monotonic() + wait_s
     while True:
@@ -189,8 +194,16 @@ def ensure_table(spark: SparkSession, path: str, spec: TableSpec, *, wait_s: flo
                 .execute()
             )
         except PySparkException as exc:  # Delta's exceptions share no narrower base
-            racing = isinstance(exc, ProtocolChangedException) or exc.getCondition() in _BEING_CREATED
-            if not racing or time.monotonic() >= deadline:
+            condition = exc.getCondition()
+            if not (isinstance(exc, ProtocolChangedException) or condition in _BEING_CREATED):
+                raise
+            if time.monotonic() >= deadline:
+                if condition in _BEING_CREATED:
+                    raise JobError(
+                        f"{path}: its _delta_log folder still holds no commit after {wait_s:g} s ({condition}); "
+                        "if no other job is creating this table, one died doing so: remove the folder and run "
+                        "again"
+                    ) from exc
                 raise
             log.info("%s: another writer is creating the table (%s), trying again", path, type(exc).__name__)
             time.sleep(0.2)

@@ -13,6 +13,7 @@ from delta.tables import DeltaTable
 from pyspark.errors import PySparkException
 
 from jobs.common import lake
+from jobs.common.errors import JobError
 
 pytestmark = pytest.mark.spark
 
@@ -27,8 +28,12 @@ def test_a_writer_waits_for_the_first_commit_of_a_table_another_writer_is_creati
     other, path = tmp_path / "other", tmp_path / "table"
     lake.ensure_table(spark, str(other), SPEC)
     (path / "_delta_log").mkdir(parents=True)
-    with pytest.raises(PySparkException, match="DELTA_TABLE_NOT_FOUND"):
-        lake.ensure_table(spark, str(path), SPEC, wait_s=0)  # what the writer met before it waited
+    # Without waiting (or left there by a writer that died): a message naming the folder and what to do.
+    with pytest.raises(JobError, match=r"_delta_log folder still holds no commit after 0 s") as err:
+        lake.ensure_table(spark, str(path), SPEC, wait_s=0)
+    assert str(path) in str(err.value) and "remove the folder" in str(err.value)
+    assert isinstance(err.value.__cause__, PySparkException)
+    assert err.value.__cause__.getCondition() == "DELTA_TABLE_NOT_FOUND"
 
     outcome: list[object] = []
 

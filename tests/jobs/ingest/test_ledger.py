@@ -59,7 +59,7 @@ def in_two_threads(write) -> list[BaseException]:
 def test_two_tables_record_their_files_at_the_same_time(spark, lake_root: Path) -> None:
     # Both threads also race to create the table; without the per-table partition and the retry, Delta failed
     # about half of these MERGEs with ConcurrentAppendException. Without lake.ensure_table's wait for the other
-    # writer's first commit, the creation failed 1 run in 7 (DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION).
+    # writer's first commit, the creation failed now and then (DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION).
     cfg = Config(lake=LakeConfig(root=str(lake_root)))
 
     def write(table: str, night: int) -> None:

@@ -3,12 +3,13 @@ crashed instance nor a Redis restart costs a GET."""
 
 from __future__ import annotations
 
-import http.client
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.client import HTTPException
 
 import pytest
 
@@ -48,7 +49,7 @@ def traffic(
             error = ""
             try:
                 status, headers = http("GET", base + path, timeout=10)
-            except (OSError, http.client.HTTPException) as exc:  # a cut answer raises IncompleteRead
+            except (OSError, HTTPException) as exc:  # a cut answer raises IncompleteRead
                 status, headers, error = 0, {}, type(exc).__name__
             end = time.monotonic() - start
             with lock:
@@ -64,6 +65,37 @@ def traffic(
     for t in pool:
         t.join()
     return out
+
+
+def test_an_answer_cut_mid_body_is_a_failed_answer_not_a_dead_client_thread() -> None:
+    """``traffic`` against a server that sends the headers and half the body, then closes: every GET is an
+    answer with status 0 and the exception's class name, and no client thread dies (the kill test below
+    depends on it)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 529\r\nConnection: close\r\n\r\n{\"items\": [")
+
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        answers = traffic(f"http://127.0.0.1:{port}", 0.5, threads=2)
+    finally:
+        done.set()
+        server.join()
+        listener.close()
+    assert answers
+    assert {(a.status, a.error, a.served_by) for a in answers} == {(0, "IncompleteRead", "")}
 
 
 @pytest.fixture(scope="module")

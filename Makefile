@@ -25,9 +25,9 @@ redis: setup ## start the local redis-server (conf/redis.conf, data in data/redi
 test: setup ## run the test suite (starts its own Redis on a loopback port)
 	$(PY) -m pytest -q
 
-lint: setup ## ruff and mypy on the Spark-free packages and serving
+lint: setup ## ruff and mypy (jobs, tests and bench for run-time errors only: pyproject.toml)
 	$(VENV)/bin/ruff check recsys serving jobs tests bench
-	$(VENV)/bin/mypy recsys serving
+	$(VENV)/bin/mypy recsys serving jobs tests bench
 
 bench: setup ## run the benchmarks under bench/ (minutes; prints figures)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -139,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name:<22} {ms:.3f} ms")
             if args.profile:
                 prof = cProfile.Profile(time.process_time)
-                prof.runcall(lambda: [hit(i) for i in range(args.requests)])
+                def hits() -> None:
+                    for i in range(args.requests):
+                        hit(i)
+
+                prof.runcall(hits)
                 stats = pstats.Stats(prof).sort_stats(args.profile_sort)
                 stats.print_stats(35)
                 if args.profile_callees:

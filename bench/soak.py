@@ -32,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -173,7 +174,7 @@ def main() -> int:
         t.start()
     for i in range(n):
         jobs.put((i / args.rate, *request_for(i, rng)))
-    memory: list[dict[str, object]] = []
+    memory: list[dict[str, Any]] = []
     try:
         time.sleep(max(0.0, t0 + WARMUP_S - time.monotonic()))
         memory.append({"at_s": 0, "rss_mb": rss_mb(stack)})
@@ -215,8 +216,8 @@ def main() -> int:
             f"{row['get_p99_ms']:<7}  {row['post_p50_ms']:>6} / {row['post_p99_ms']:<7}  {row['rate']:>6}"
         )
     print("memory (RSS MB) start -> end:")
-    for proc in start_mem:  # type: ignore[union-attr]
-        print(f"  {proc:<28} {start_mem[proc]:>7} -> {end_mem.get(proc, float('nan')):>7}")  # type: ignore[index,union-attr]
+    for proc in start_mem:
+        print(f"  {proc:<28} {start_mem[proc]:>7} -> {end_mem.get(proc, float('nan')):>7}")
     print(f"load average {load_start[0]:.1f} at start, {load_end[0]:.1f} at the end ({os.cpu_count()} cores)")
     return 0 if report["errors"] == 0 else 1
 

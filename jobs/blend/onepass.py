@@ -166,7 +166,7 @@ def _may_be_top(user: np.ndarray, score: np.ndarray, k: int | np.ndarray, bins: 
     sizes = np.bincount(group * bins + slot, minlength=len(starts) * bins).reshape(len(starts), bins)
     # tail[g, b]: rows of group g in bins b and above; the cut is the highest bin whose tail holds k rows.
     tail = np.cumsum(sizes[:, ::-1], axis=1)[:, ::-1]
-    need = k if np.isscalar(k) else np.asarray(k)[user[starts]][:, None]
+    need = np.asarray(k)[user[starts]][:, None] if np.ndim(k) else np.asarray(k)
     cut = np.maximum((tail >= need).sum(axis=1) - 1, 0)
     return slot >= cut[group]
 

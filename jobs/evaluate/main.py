@@ -87,11 +87,11 @@ def load_source(
         label = f"raw events {args.events}"
     else:
         root = args.lake or cfg.lake.root
-        path = str(Path(root).absolute() / lake.INTERACTIONS) if "://" not in root else f"{root}/interactions"
-        if not lake.table_exists(spark, path):
+        base = str(Path(root).absolute()) if "://" not in root else root
+        ipath, ppath = f"{base}/{lake.INTERACTIONS}", f"{base}/{lake.PRODUCTS}"
+        if not lake.table_exists(spark, ipath):
             raise JobError(f"--lake {root}: no Delta table {lake.INTERACTIONS} there (ingest first)")
-        events = lake.read_table(spark, path)
-        ppath = path.rsplit(lake.INTERACTIONS, 1)[0] + lake.PRODUCTS
+        events = lake.read_table(spark, ipath)
         products = lake.read_table(spark, ppath) if lake.table_exists(spark, ppath) else None
         label = f"lake {root}"
     missing = [c for c in EVENT_COLUMNS if c not in events.columns]

@@ -41,7 +41,7 @@ def _labelnames(family) -> tuple[str, ...]:
     m = Metrics()
     for collector in m.registry._collector_to_names:  # noqa: SLF001 - the label names are not on the family
         if getattr(collector, "_name", None) in (family.name, family.name + "_total"):
-            return tuple(collector._labelnames)  # noqa: SLF001
+            return tuple(collector._labelnames)  # type: ignore[attr-defined]  # noqa: SLF001
     return ()
 
 

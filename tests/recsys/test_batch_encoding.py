@@ -20,7 +20,8 @@ def _random_lists(seed: int, rows: int, score_type: pa.DataType) -> tuple[list, 
     for r in range(rows):
         n = int(rng.choice([0, 1, 2, 7, 100, 300]))
         if r % 11 == 5:
-            ids.append(None), scores.append(None), sources.append(None)  # a null list is an empty one
+            for column in (ids, scores, sources):
+                column.append(None)  # a null list is an empty one
         else:
             ids.append([f"{alphabet[int(rng.integers(len(alphabet)))]}{int(rng.integers(1e6))}" for _ in range(n)])
             # float16 edge cases: overflow to inf, subnormals, negative zero, ties in rounding.

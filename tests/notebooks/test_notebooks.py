@@ -1,8 +1,12 @@
-"""Every notebook runs top to bottom on a small sample lake built by the real jobs (generate, pipeline)."""
+"""Every notebook runs top to bottom on a small sample lake built by the real jobs (generate, pipeline).
+
+The notebooks share one kernel, so its Spark JVM starts (and warms up) once; each notebook starts from an empty
+namespace (``%reset -f`` in its parameters cell), so one cannot lean on names another defined."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,8 +46,19 @@ def sample_conf(spark, redis_server, tmp_path_factory) -> Path:
     return conf_file
 
 
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[object]:
+    """One python3 kernel for every notebook of the module, started in the project folder."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(ROOT))
+    yield km
+    km.shutdown_kernel(now=True)
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_top_to_bottom(notebook: Path, sample_conf: Path):
+def test_notebook_runs_top_to_bottom(notebook: Path, sample_conf: Path, kernel) -> None:
     import nbformat
     from nbclient import NotebookClient
 
@@ -60,7 +75,7 @@ def test_notebook_runs_top_to_bottom(notebook: Path, sample_conf: Path):
             "MODELS": repr(["popularity", "hybrid"]),
             "SWEEP": repr(["cf1-knn1-ct0.3-pop0.1"]),
         })
-    params.source += "\n" + "\n".join(f"{k} = {v}" for k, v in overrides.items())
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    params.source = "%reset -f\n" + params.source + "\n" + "\n".join(f"{k} = {v}" for k, v in overrides.items())
+    NotebookClient(nb, km=kernel, timeout=600, resources={"metadata": {"path": str(ROOT)}}).execute()
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors

@@ -45,6 +45,20 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
     session.stop()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_spark_caches() -> Iterator[None]:
+    """After each test module, drop the DataFrames the module (and the jobs it ran) cached and Delta's table
+    cache: the jobs never need them again, and in this one long-lived JVM their plans, and the broadcasts those
+    plans hold, would otherwise pile up for the rest of the run. Does not start a session."""
+    yield
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.catalog.clearCache()
+        session._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()  # type: ignore[union-attr]
+
+
 @pytest.fixture
 def lake_root(tmp_path: Path) -> Path:
     """An empty lake folder per test."""

@@ -48,8 +48,8 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module", autouse=True)
 def _release_spark_caches() -> Iterator[None]:
     """After each test module, drop the DataFrames the module (and the jobs it ran) cached and Delta's table
-    cache: the jobs never need them again, and in this one long-lived JVM their plans, and the broadcasts those
-    plans hold, would otherwise pile up for the rest of the run. Does not start a session."""
+    cache: no later module needs them, and in this one long-lived JVM they would otherwise stay, with their
+    plans, for the rest of the run. Does not start a session."""
     yield
     from pyspark.sql import SparkSession
 

@@ -37,6 +37,9 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
             "spark.default.parallelism": "2",
             "spark.databricks.delta.snapshotPartitions": "1",
             "spark.sql.adaptive.enabled": "false",
+            # Tungsten's page size defaults to 64 MB at this heap: every hash aggregate and sort of a test's
+            # few rows would allocate (and zero) a 64 MB long[] page. Production keeps the default.
+            "spark.buffer.pageSize": "1m",
         },
     )
     session = build_spark(cfg, "recsys-tests")

@@ -20,8 +20,7 @@ ONLINE_RETAIL = SHARED_DATASETS / "online-retail" / "online_retail.csv.gz"
 def spark(tmp_path_factory: pytest.TempPathFactory):
     """The one SparkSession of the test run: local[2], few shuffle partitions, UI off, Delta enabled.
 
-    The driver heap is conf/base.yaml's 4g: this one JVM runs every Spark test for half an hour, and at 2g its
-    old generation sat above 90% (jstat) with G1 marking it again and again."""
+    The driver heap is conf/base.yaml's 4g, as in production: this one JVM runs every Spark test of the run."""
     from jobs.common.spark import build_spark
     from recsys.config import SparkConfig
 

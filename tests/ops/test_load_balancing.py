@@ -4,12 +4,12 @@ crashed instance nor a Redis restart costs a GET."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.client import HTTPException
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -67,33 +67,31 @@ def traffic(
     return out
 
 
+class _CutShort(BaseHTTPRequestHandler):
+    """Sends the headers of a 529-byte answer and only its first bytes, then closes the connection."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "529")
+        self.end_headers()
+        self.wfile.write(b'{"items": [')
+
+    def log_message(self, format: str, *args: object) -> None:  # keep the test output clean
+        pass
+
+
 def test_an_answer_cut_mid_body_is_a_failed_answer_not_a_dead_client_thread() -> None:
-    """``traffic`` against a server that sends the headers and half the body, then closes: every GET is an
-    answer with status 0 and the exception's class name, and no client thread dies (the kill test below
-    depends on it)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    port = listener.getsockname()[1]
-    done = threading.Event()
-
-    def serve() -> None:
-        while not done.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 529\r\nConnection: close\r\n\r\n{\"items\": [")
-
-    server = threading.Thread(target=serve)
-    server.start()
+    """``traffic`` against a server that cuts every answer short: every GET is an answer with status 0 and the
+    exception's class name, and no client thread dies (the kill test below depends on it)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CutShort)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
     try:
-        answers = traffic(f"http://127.0.0.1:{port}", 0.5, threads=2)
+        answers = traffic(f"http://127.0.0.1:{server.server_address[1]}", 0.5, threads=2)
     finally:
-        done.set()
-        server.join()
-        listener.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()
     assert answers
     assert {(a.status, a.error, a.served_by) for a in answers} == {(0, "IncompleteRead", "")}
 

@@ -39,6 +39,11 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
             # Tungsten's page size defaults to 64 MB at this heap: every hash aggregate and sort of a test's
             # few rows would allocate (and zero) a 64 MB long[] page. Production keeps the default.
             "spark.buffer.pageSize": "1m",
+            # A test's queries run on a few rows, where compiling each new query's generated Java (Janino)
+            # costs more than running it; Spark's interpreted evaluation gives the same results. Production,
+            # benches and notebooks keep code generation.
+            "spark.sql.codegen.wholeStage": "false",
+            "spark.sql.codegen.factoryMode": "NO_CODEGEN",
         },
     )
     session = build_spark(cfg, "recsys-tests")

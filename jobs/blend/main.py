@@ -19,7 +19,7 @@ from jobs.common import lake
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
 from jobs.common.runs import model_version, write_run_record
-from jobs.common.scope import check_scope
+from jobs.common.scope import check_scope, written_scope
 from jobs.evaluate import baselines as bl
 from recsys import schema as S
 from recsys.config import Config
@@ -113,14 +113,25 @@ def blended_lists(
     nbrs: DataFrame,
     products: DataFrame,
     broadcast: bool | None = None,
+    sources_of_users: bool = False,
 ) -> DataFrame:
     """One ``user_id, product_ids, scores, sources`` row per user of ``users``.
+
+    ``sources_of_users``: ``cf`` and ``content`` hold candidates of ``users`` only, so they are not joined
+    with ``users`` (a join that shuffles every candidate row to drop none of them).
 
     ``broadcast`` None: the one-pass numpy blend (:mod:`jobs.blend.onepass`) when the catalogue has at most
     ``blend.broadcast_max_products`` products, else the join version; True/False force one (tests).
     """
     bcfg = cfg.blend
     history = tr.user_history(events.join(users, S.COL_USER, "left_semi"))
+
+    def of_users(df: DataFrame | None) -> DataFrame | None:
+        if df is None or sources_of_users:
+            return df
+        return df.join(users, S.COL_USER, "left_semi")
+
+    cf, content = of_users(cf), of_users(content)
     if broadcast is None:
         n_products = products.count()
         broadcast = n_products <= bcfg.broadcast_max_products
@@ -141,11 +152,7 @@ def blended_lists(
             nbrs.select(S.COL_ITEM, bl.COL_NEIGHBOR, "score").toPandas(),
             head.toPandas(),
         )
-        rows = onepass.blend_rows(
-            history,
-            None if cf is None else cf.join(users, S.COL_USER, "left_semi"),
-            None if content is None else content.join(users, S.COL_USER, "left_semi"),
-        )
+        rows = onepass.blend_rows(history, cf, content)
         return onepass.blend_users_broadcast(
             rows, cat, cfg=bcfg, itemknn_k=bcfg.itemknn_top_n, partitions=cfg.spark.shuffle_partitions
         )
@@ -153,7 +160,7 @@ def blended_lists(
     parts = [tr.popular_candidates(users, popular, top_n=bcfg.popular_candidates)]
     for df, source in ((cf, "cf"), (content, "content")):
         if df is not None:
-            parts.append(tr.tag_source(df.join(users, S.COL_USER, "left_semi"), source=source))
+            parts.append(tr.tag_source(df, source=source))
     knn = bl.itemknn_recommend(history.select(S.COL_USER, S.COL_ITEM), nbrs, users, k=bcfg.itemknn_top_n)
     parts.append(tr.tag_source(knn, source="itemknn"))
     candidates = parts[0]
@@ -195,10 +202,16 @@ def run_blend(
     for path in (ipath, ppath):
         if not lake.table_exists(spark, path):
             raise JobError(f"no Delta table at {path}: run ingest first")
+    # No candidate row belongs to a user outside the scored set when a full run scores every user with
+    # candidates (scored_users without all_users), or when a scoped run's candidate tables were written for
+    # its scope; the blend then skips joining the candidates with the users.
+    sources_of_users = (not all_users) if users is None else scope is not None
     for name, job in ((lake.CF_CANDIDATES, "als"), (lake.CONTENT_CANDIDATES, "content")):
         path = cfg.table_path(name)
         if lake.table_exists(spark, path):
             check_scope(spark, path, table=name, job=job, scope=scope)
+            if users is not None and written_scope(spark, path) != scope:
+                sources_of_users = False
     events = lake.read_table(spark, ipath)
     products = lake.read_table(spark, ppath).select(S.COL_ITEM, S.COL_CATEGORY, S.COL_AVAILABLE).cache()
     counts: dict[str, int] = {}
@@ -259,6 +272,7 @@ def run_blend(
             popular=popular,
             nbrs=nbrs,
             products=products,
+            sources_of_users=sources_of_users,
         )
         scored_at = datetime.now(UTC).replace(tzinfo=None)
         recs = _tagged(recs, version).withColumn(COL_SCORED_AT, F.lit(scored_at).cast("timestamp"))

@@ -226,3 +226,34 @@ def test_score_chunk_counts_unknown_candidates_then_drops_them_and_returns_arrow
             "sources": [SOURCE_BITS["cf"] | SOURCE_BITS["content"]],
         },
     ]
+
+
+@pytest.mark.parametrize("broadcast", [False, True], ids=["joins", "one-pass"])
+def test_candidates_of_other_users_are_dropped_unless_the_sources_hold_only_the_users(spark, broadcast):
+    cfg = dataclasses.replace(Config(), spark=dataclasses.replace(SparkConfig(), shuffle_partitions=3))
+    events, products, cf, content = lake(spark, seed=5)
+    popular = tr.popular_lists(
+        tr.popularity_scores(events, events_cfg=EventsConfig(), half_life_days=7.0, as_of=NOW), products, top_n=10
+    )
+    nbrs = bl.itemknn_neighbors(events.groupBy("user_id", "product_id").count(), m=6)
+
+    def lists(users, cf, content, sources_of_users):
+        recs = blended_lists(
+            spark, cfg, events=events, users=users, cf=cf, content=content, popular=popular, nbrs=nbrs,
+            products=products, broadcast=broadcast, sources_of_users=sources_of_users,
+        )
+        return recs.orderBy("user_id").toPandas()
+
+    some = spark.createDataFrame([("u01",), ("u04",)], "user_id string")
+    # The candidate tables hold 14 users: those outside `some` are dropped.
+    filtered = lists(some, cf, content, sources_of_users=False)
+    assert filtered["user_id"].tolist() == ["u01", "u04"]
+    # Tables that hold only `some`'s candidates give the same lists without the join.
+    only = lists(
+        some, cf.join(some, "user_id", "left_semi"), content.join(some, "user_id", "left_semi"), sources_of_users=True
+    )
+    assert only["user_id"].tolist() == ["u01", "u04"]
+    for f, o in zip(filtered.itertuples(), only.itertuples(), strict=True):
+        assert list(f.product_ids) == list(o.product_ids), f.user_id
+        np.testing.assert_allclose(f.scores, o.scores, rtol=1e-6)
+    assert all(len(ids) for ids in only["product_ids"])

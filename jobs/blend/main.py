@@ -19,7 +19,7 @@ from jobs.common import lake
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
 from jobs.common.runs import model_version, write_run_record
-from jobs.common.scope import check_scope, written_scope
+from jobs.common.scope import check_scope
 from jobs.evaluate import baselines as bl
 from recsys import schema as S
 from recsys.config import Config
@@ -99,6 +99,21 @@ def scored_users(
     for df in sources:
         users = users.unionByName(df.select(S.COL_USER))
     return users.distinct()
+
+
+def candidates_only_of_scored(
+    *, rescoring: bool, all_users: bool, scope: str | None, written: list[str | None]
+) -> bool:
+    """True when no CF or content candidate row can belong to a user outside the scored set, so the blend need
+    not join the candidates with the users.
+
+    A full run (not ``rescoring``) scores every user with candidates (:func:`scored_users` without
+    ``all_users``); a run that rescores given users holds only their candidates when every candidate table was
+    ``written`` (:func:`jobs.common.scope.written_scope`) for their ``scope``.
+    """
+    if not rescoring:
+        return not all_users
+    return scope is not None and all(tag == scope for tag in written)
 
 
 def blended_lists(
@@ -202,16 +217,14 @@ def run_blend(
     for path in (ipath, ppath):
         if not lake.table_exists(spark, path):
             raise JobError(f"no Delta table at {path}: run ingest first")
-    # No candidate row belongs to a user outside the scored set when a full run scores every user with
-    # candidates (scored_users without all_users), or when a scoped run's candidate tables were written for
-    # its scope; the blend then skips joining the candidates with the users.
-    sources_of_users = (not all_users) if users is None else scope is not None
-    for name, job in ((lake.CF_CANDIDATES, "als"), (lake.CONTENT_CANDIDATES, "content")):
-        path = cfg.table_path(name)
-        if lake.table_exists(spark, path):
-            check_scope(spark, path, table=name, job=job, scope=scope)
-            if users is not None and written_scope(spark, path) != scope:
-                sources_of_users = False
+    tags = [
+        check_scope(spark, cfg.table_path(name), table=name, job=job, scope=scope)
+        for name, job in ((lake.CF_CANDIDATES, "als"), (lake.CONTENT_CANDIDATES, "content"))
+        if lake.table_exists(spark, cfg.table_path(name))
+    ]
+    sources_of_users = candidates_only_of_scored(
+        rescoring=users is not None, all_users=all_users, scope=scope, written=tags
+    )
     events = lake.read_table(spark, ipath)
     products = lake.read_table(spark, ppath).select(S.COL_ITEM, S.COL_CATEGORY, S.COL_AVAILABLE).cache()
     counts: dict[str, int] = {}

@@ -70,7 +70,7 @@ def written_scope(spark: SparkSession, path: str) -> str | None:
     return meta if meta and meta.startswith(PREFIX) else None
 
 
-def check_scope(spark: SparkSession, path: str, *, table: str, job: str, scope: str | None) -> None:
+def check_scope(spark: SparkSession, path: str, *, table: str, job: str, scope: str | None) -> str | None:
     """Stops when the candidate table at ``path`` holds the candidates of other users than ``scope``'s.
 
     Args:
@@ -79,6 +79,9 @@ def check_scope(spark: SparkSession, path: str, *, table: str, job: str, scope: 
         table: Its name, for the message.
         job: The job that writes it for every user (``als`` or ``content``).
         scope: The tag of the users being scored, None when they are not a scoped set (a full blend).
+
+    Returns:
+        The table's :func:`written_scope`: ``scope``, or None when it was written for every user.
 
     Raises:
         JobError: The table was written for a scope other than ``scope``.
@@ -90,3 +93,4 @@ def check_scope(spark: SparkSession, path: str, *, table: str, job: str, scope: 
             f"incremental pipeline run wrote it); run `./spark-submit.sh {job}` to score every user, or the "
             f"pipeline without --skip {job}, before this blend"
         )
+    return written

@@ -49,13 +49,16 @@ def lake(spark, seed: int):
     return ev, prods, spark.createDataFrame(cf, schema), spark.createDataFrame(content, schema)
 
 
-def both(spark, cfg: Config, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    events, products, cf, content = lake(spark, seed)
+def popular_and_neighbors(events, products):
     popular = tr.popular_lists(
         tr.popularity_scores(events, events_cfg=EventsConfig(), half_life_days=7.0, as_of=NOW), products, top_n=10
     )
-    pairs = events.groupBy("user_id", "product_id").count()
-    nbrs = bl.itemknn_neighbors(pairs, m=6)
+    return popular, bl.itemknn_neighbors(events.groupBy("user_id", "product_id").count(), m=6)
+
+
+def both(spark, cfg: Config, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    events, products, cf, content = lake(spark, seed)
+    popular, nbrs = popular_and_neighbors(events, products)
     users = events.select("user_id").distinct()
     out = []
     for broadcast in (False, True):
@@ -232,10 +235,7 @@ def test_score_chunk_counts_unknown_candidates_then_drops_them_and_returns_arrow
 def test_candidates_of_other_users_are_dropped_unless_the_sources_hold_only_the_users(spark, broadcast):
     cfg = dataclasses.replace(Config(), spark=dataclasses.replace(SparkConfig(), shuffle_partitions=3))
     events, products, cf, content = lake(spark, seed=5)
-    popular = tr.popular_lists(
-        tr.popularity_scores(events, events_cfg=EventsConfig(), half_life_days=7.0, as_of=NOW), products, top_n=10
-    )
-    nbrs = bl.itemknn_neighbors(events.groupBy("user_id", "product_id").count(), m=6)
+    popular, nbrs = popular_and_neighbors(events, products)
 
     def lists(users, cf, content, sources_of_users):
         recs = blended_lists(

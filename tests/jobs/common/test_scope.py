@@ -47,10 +47,11 @@ def test_check_scope_stops_a_blend_of_other_users(spark, lake_root) -> None:
     path = str(lake_root / "content_candidates")
     rows = spark.createDataFrame([("u1", "p1", 0.5)], CANDS)
     lake.overwrite_version(rows, path)
-    check_scope(spark, path, table="content_candidates", job="content", scope=None)  # every user: fine
-    check_scope(spark, path, table="content_candidates", job="content", scope="users:/x@v1")
+    # Every user's candidates: fine for any blend, and the written scope returned is None.
+    assert check_scope(spark, path, table="content_candidates", job="content", scope=None) is None
+    assert check_scope(spark, path, table="content_candidates", job="content", scope="users:/x@v1") is None
     lake.overwrite_version(rows, path, user_metadata="users:/x@v1")
-    check_scope(spark, path, table="content_candidates", job="content", scope="users:/x@v1")
+    assert check_scope(spark, path, table="content_candidates", job="content", scope="users:/x@v1") == "users:/x@v1"
     message = (
         rf"content_candidates at {path} holds only the candidates of the users in /x@v1 .*"
         r"run `./spark-submit.sh content` to score every user"

@@ -185,46 +185,42 @@ def blended_lists(
     return tr.blend_users(enriched, cfg=bcfg, partitions=cfg.spark.shuffle_partitions)
 
 
-def run_blend(
-    spark: SparkSession,
-    cfg: Config,
-    *,
-    version: str,
-    stages: Stages,
-    users: DataFrame | None = None,
-    all_users: bool = False,
-    scope: str | None = None,
-) -> BlendOutcome:
-    """Computes and writes the popular lists, item-kNN neighbours, similar items and the blended lists.
+@dataclass
+class BlendInputs:
+    """What :func:`write_blend_inputs` wrote and the blend of the users reads: the interactions and products
+    read once, the popular lists and item-kNN neighbours read back from their tables, and counts."""
 
-    Args:
-        spark: The session.
-        cfg: The configuration.
-        version: The model version tagging every row written.
-        stages: Progress and timings.
-        users: Only these users are rescored (``user_id`` rows) and merged into ``recommendations``;
-            ``None`` rescores everyone and replaces the table.
-        all_users: In a full run, score every user with interactions.
-        scope: The scope tag of ``users`` (:mod:`jobs.common.scope`) when the candidate tables were written
-            for them only; a candidate table written for another scope stops the run before any work.
+    events: DataFrame
+    products: DataFrame
+    popular: DataFrame
+    nbrs: DataFrame
+    as_of: datetime
+    counts: dict[str, int]
 
-    Returns:
-        Counts and timings of the run.
-    """
+
+def candidates_scope(
+    spark: SparkSession, cfg: Config, *, rescoring: bool, all_users: bool, scope: str | None
+) -> bool:
+    """Checks the CF and content candidate tables against ``scope`` (a table written for another set of users
+    stops the run) and returns :func:`candidates_only_of_scored` for them."""
+    tags = [
+        check_scope(spark, cfg.table_path(name), table=name, job=job, scope=scope)
+        for name, job in ((lake.CF_CANDIDATES, "als"), (lake.CONTENT_CANDIDATES, "content"))
+        if lake.table_exists(spark, cfg.table_path(name))
+    ]
+    return candidates_only_of_scored(rescoring=rescoring, all_users=all_users, scope=scope, written=tags)
+
+
+def write_blend_inputs(spark: SparkSession, cfg: Config, *, version: str, stages: Stages) -> BlendInputs:
+    """The blend's steps that read no candidate table: the popular lists, the item-kNN neighbours and the
+    similar items (which read the content job's ``item_neighbors`` when it is there), each written to its
+    table. The pipeline runs them alongside the ALS job."""
     bcfg = cfg.blend
     ipath = cfg.table_path(lake.INTERACTIONS)
     ppath = cfg.table_path(lake.PRODUCTS)
     for path in (ipath, ppath):
         if not lake.table_exists(spark, path):
             raise JobError(f"no Delta table at {path}: run ingest first")
-    tags = [
-        check_scope(spark, cfg.table_path(name), table=name, job=job, scope=scope)
-        for name, job in ((lake.CF_CANDIDATES, "als"), (lake.CONTENT_CANDIDATES, "content"))
-        if lake.table_exists(spark, cfg.table_path(name))
-    ]
-    sources_of_users = candidates_only_of_scored(
-        rescoring=users is not None, all_users=all_users, scope=scope, written=tags
-    )
     events = lake.read_table(spark, ipath)
     products = lake.read_table(spark, ppath).select(S.COL_ITEM, S.COL_CATEGORY, S.COL_AVAILABLE).cache()
     counts: dict[str, int] = {}
@@ -261,6 +257,23 @@ def run_blend(
         )
         lake.overwrite_version(_tagged(similar, version), cfg.table_path(SIMILAR_ITEMS))
         counts["similar_rows"] = lake.read_table(spark, cfg.table_path(SIMILAR_ITEMS)).count()
+    return BlendInputs(events, products, popular, nbrs, as_of, counts)
+
+
+def write_blend(
+    spark: SparkSession,
+    cfg: Config,
+    inputs: BlendInputs,
+    *,
+    version: str,
+    stages: Stages,
+    users: DataFrame | None,
+    all_users: bool,
+    sources_of_users: bool,
+) -> BlendOutcome:
+    """The blended lists of the users (``users``, or every scored user when None) from the CF and content
+    candidate tables and ``inputs``, written to ``recommendations`` (:func:`write_recommendations`)."""
+    counts = dict(inputs.counts)
     with stages("blend"):
         cf = _optional(spark, cfg, lake.CF_CANDIDATES)
         content = _optional(spark, cfg, lake.CONTENT_CANDIDATES)
@@ -269,8 +282,8 @@ def run_blend(
             users = scored_users(
                 spark,
                 cfg,
-                events,
-                as_of,
+                inputs.events,
+                inputs.as_of,
                 all_users=all_users,
                 sources=[df for df in (cf, content) if df is not None],
             )
@@ -278,13 +291,13 @@ def run_blend(
         recs = blended_lists(
             spark,
             cfg,
-            events=events,
+            events=inputs.events,
             users=users,
             cf=cf,
             content=content,
-            popular=popular,
-            nbrs=nbrs,
-            products=products,
+            popular=inputs.popular,
+            nbrs=inputs.nbrs,
+            products=inputs.products,
             sources_of_users=sources_of_users,
         )
         scored_at = datetime.now(UTC).replace(tzinfo=None)
@@ -296,6 +309,51 @@ def run_blend(
         counts["users"] = int(agg["u"] or 0)
         counts["recommendation_items"] = int(agg["n"] or 0)
     return BlendOutcome(version, counts["users"], counts, dict(stages.seconds))
+
+
+def run_blend(
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    version: str,
+    stages: Stages,
+    users: DataFrame | None = None,
+    all_users: bool = False,
+    scope: str | None = None,
+) -> BlendOutcome:
+    """Computes and writes the popular lists, item-kNN neighbours, similar items and the blended lists.
+
+    Args:
+        spark: The session.
+        cfg: The configuration.
+        version: The model version tagging every row written.
+        stages: Progress and timings.
+        users: Only these users are rescored (``user_id`` rows) and merged into ``recommendations``;
+            ``None`` rescores everyone and replaces the table.
+        all_users: In a full run, score every user with interactions.
+        scope: The scope tag of ``users`` (:mod:`jobs.common.scope`) when the candidate tables were written
+            for them only; a candidate table written for another scope stops the run before any work.
+
+    Returns:
+        Counts and timings of the run.
+    """
+    for path in (cfg.table_path(lake.INTERACTIONS), cfg.table_path(lake.PRODUCTS)):
+        if not lake.table_exists(spark, path):
+            raise JobError(f"no Delta table at {path}: run ingest first")
+    sources_of_users = candidates_scope(
+        spark, cfg, rescoring=users is not None, all_users=all_users, scope=scope
+    )
+    inputs = write_blend_inputs(spark, cfg, version=version, stages=stages)
+    return write_blend(
+        spark,
+        cfg,
+        inputs,
+        version=version,
+        stages=stages,
+        users=users,
+        all_users=all_users,
+        sources_of_users=sources_of_users,
+    )
 
 
 def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:

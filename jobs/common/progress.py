@@ -40,5 +40,6 @@ class Stages:
         start = time.perf_counter()
         yield
         took = time.perf_counter() - start
-        self.seconds[name] = round(took, 3)
+        # A stage run in parts (the pipeline's blend: its inputs alongside als, then the lists) adds them up.
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + took, 3)
         log.info("[%s] %s done in %.1fs", self.job, name, took)

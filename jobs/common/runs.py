@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from delta.tables import DeltaTable
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
+
+from jobs.common import lake
+
+_RUNS_LOCK = threading.Lock()
 
 RUNS_SCHEMA = T.StructType(
     [
@@ -58,6 +63,13 @@ def write_run_record(spark: SparkSession, path: str, record: Mapping[str, Any]) 
         for f in RUNS_SCHEMA.fields
     )
     df = spark.createDataFrame([row], RUNS_SCHEMA)
+    # The pipeline's concurrent stages (als alongside content) record their runs in this one table: in one
+    # process they take turns; writers in other processes that conflict go again (a MERGE of one keyed row).
+    with _RUNS_LOCK:
+        lake.retry_conflicts(lambda: _merge_record(spark, path, df), what=f"{path} ({record['job']})")
+
+
+def _merge_record(spark: SparkSession, path: str, df: DataFrame) -> None:
     table = DeltaTable.createIfNotExists(spark).location(path).addColumns(RUNS_SCHEMA).execute()
     (
         table.alias("t")

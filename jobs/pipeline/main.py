@@ -2,13 +2,15 @@
 
 Incremental by default: the users rescored are those with interactions ingested after the previous
 pipeline run's watermark (kept in the ``runs`` table), plus users whose stored list shows a product updated
-since then; ``--full`` rescores everyone. The als and content stages of an incremental run write candidates
-for those users only (``--users``, :mod:`jobs.common.scope`): ALS folds them in against the stored item
-factors until the fit is ``als.refit_every_days`` old, then fits on all data again, and the content
-neighbours are reused while the products table is unchanged (``--refit`` recomputes both). The ingest reads
-only input files it has not ingested before (``ingest --new-files-only``; ``--reingest`` reads them all).
-With no new data every stage reports "nothing to do" and nothing is written, not even a run record, so a
-rerun is cheap and idempotent.
+since then; ``--full`` rescores everyone. The als stage runs alongside the content stage and the blend's
+inputs (popular lists, item-kNN neighbours, similar items), which read no ALS output, in two threads of the
+one Spark session (:func:`run_branches`; ``--serial`` runs them one after another). The als and content
+stages of an incremental run write candidates for those users only (``--users``, :mod:`jobs.common.scope`):
+ALS folds them in against the stored item factors until the fit is ``als.refit_every_days`` old, then fits
+on all data again, and the content neighbours are reused while the products table is unchanged
+(``--refit`` recomputes both). The ingest reads only input files it has not ingested before
+(``ingest --new-files-only``; ``--reingest`` reads them all). With no new data every stage reports
+"nothing to do" and nothing is written, not even a run record, so a rerun is cheap and idempotent.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,8 +28,9 @@ from types import ModuleType
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.util import inheritable_thread_target
 
-from jobs.blend.main import run_blend
+from jobs.blend.main import BlendInputs, candidates_scope, write_blend, write_blend_inputs
 from jobs.common import lake
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
@@ -77,23 +82,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="read every input file, not only those not ingested before (e.g. after changing the quality rules)",
     )
+    parser.add_argument(
+        "--serial",
+        action="store_true",
+        help="run als, then content, then the blend; by default als runs alongside content and the blend's "
+        "popular, item-kNN and similar-items steps (they read no ALS output)",
+    )
 
 
 @dataclass
 class Summary:
-    """The closing summary: users scored, keys loaded, seconds per stage."""
+    """The closing summary: users scored, keys loaded, seconds per stage and in all.
+
+    ``seconds`` holds each stage's own time; with als alongside content and the blend's inputs they add up to
+    more than ``wall``, the run's time from start to end.
+    """
 
     mode: str = "incremental"
     users_scored: int = 0
     keys_loaded: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    wall: float | None = None
 
     def line(self) -> str:
         secs = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
+        total = sum(self.seconds.values()) if self.wall is None else self.wall
+        overlap = f" ({self.notes['overlap']})" if "overlap" in self.notes else ""
         return (
             f"pipeline ({self.mode}): {self.users_scored:,} users scored, {self.keys_loaded:,} keys loaded; "
-            f"{secs}; total {sum(self.seconds.values()):.1f}s"
+            f"{secs}; total {total:.1f}s{overlap}"
         )
 
 
@@ -183,6 +201,62 @@ def run_ingest(
         runner("ingest", argv + (["--new-files-only"] if new_only else []), cfg, spark)
 
 
+def run_branches(spark: SparkSession, branches: dict[str, Callable[[], None]], *, serial: bool = False) -> None:
+    """Runs each branch in a thread of its own, all at the same time, on ``spark``; or one after another, in
+    order, when ``serial``.
+
+    Spark runs the jobs of both threads on the same executors, so a branch's tasks fill the cores the other
+    leaves idle (a stage with fewer tasks than cores, the driver's planning and Delta commits). The first
+    branch that fails cancels the Spark jobs of the others (each thread tags its jobs); its error is raised
+    once every branch has stopped.
+    """
+    if serial or len(branches) < 2:
+        for fn in branches.values():
+            fn()
+        return
+    sc = spark.sparkContext
+    run_id = uuid.uuid4().hex[:8]
+    tags = {name: f"recsys-pipeline-{name}-{run_id}" for name in branches}
+    failed: list[tuple[str, BaseException]] = []
+    lock = threading.Lock()
+
+    def cancel(but: str | None) -> None:
+        for name, tag in tags.items():
+            if name != but:
+                sc.cancelJobsWithTag(tag)
+
+    def branch(name: str, fn: Callable[[], None]) -> None:
+        sc.addJobTag(tags[name])
+        try:
+            fn()
+        except BaseException as exc:  # every error reaches the caller, re-raised below
+            with lock:
+                first = not failed
+                failed.append((name, exc))
+            if first:
+                log.error("[pipeline] %s failed (%s): cancelling the other stages' Spark jobs", name, exc)
+                cancel(but=name)
+        finally:
+            sc.removeJobTag(tags[name])
+
+    threads = [
+        threading.Thread(
+            target=inheritable_thread_target(branch), args=(name, fn), name=f"pipeline-{name}", daemon=True
+        )
+        for name, fn in branches.items()
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:  # Ctrl-C: stop the branches' Spark jobs too
+        cancel(but=None)
+        raise
+    if failed:
+        raise failed[0][1]
+
+
 def run_pipeline(
     args: argparse.Namespace,
     cfg: Config,
@@ -190,6 +264,7 @@ def run_pipeline(
     runner: Callable[[str, list[str], Config, SparkSession], bool] = run_job,
 ) -> Summary:
     """The five stages; ``runner`` runs the ingest, als and content jobs (tests pass a fake one)."""
+    t0 = time.perf_counter()
     started = datetime.now(UTC).replace(tzinfo=None)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = sorted(skip - set(STAGES))
@@ -232,6 +307,7 @@ def run_pipeline(
                         since.isoformat(),
                     )
             out.seconds = dict(stages.seconds)
+            out.wall = time.perf_counter() - t0
             out.notes["reason"] = "no new data"
             return out
     elif not args.full:
@@ -247,19 +323,48 @@ def run_pipeline(
         scoped = ["--users", upath]
     refit = args.refit and users is not None
     forced = {"als": ["--refit"], "content": ["--full"]} if refit else {}
-    for name in ("als", "content"):
-        argv = scoped + forced.get(name, [])
+    version = model_version("blend", datetime.now(UTC).replace(tzinfo=None))
+    blend_stages = Stages("blend")
+    blend_skipped = "blend" in skip
+    if not blend_skipped and skip & {"als", "content"}:
+        # A skipped stage's candidate table stays as it is: one written for other users stops the run now.
+        candidates_scope(spark, cfg, rescoring=users is not None, all_users=False, scope=scope)
+    inputs: list[BlendInputs] = []
+
+    def model(name: str) -> None:
         with stages(name):
             if name in skip:
                 log.info("[pipeline] %s: skipped (--skip)", name)
             else:
-                runner(name, argv, cfg, spark)
-    version = model_version("blend", datetime.now(UTC).replace(tzinfo=None))
+                runner(name, scoped + forced.get(name, []), cfg, spark)
+
+    def content_and_blend_inputs() -> None:
+        model("content")
+        if not blend_skipped:
+            with stages("blend"):
+                inputs.append(write_blend_inputs(spark, cfg, version=version, stages=blend_stages))
+
+    serial = bool(getattr(args, "serial", False))
+    run_branches(spark, {"als": lambda: model("als"), "content": content_and_blend_inputs}, serial=serial)
+    if not serial:
+        out.notes["overlap"] = "als ran alongside content and the blend's popular, itemknn and similar steps"
     with stages("blend"):
-        if "blend" in skip:
+        if blend_skipped:
             log.info("[pipeline] blend: skipped (--skip)")
         else:
-            blended = run_blend(spark, cfg, version=version, stages=Stages("blend"), users=users, scope=scope)
+            sources_of_users = candidates_scope(
+                spark, cfg, rescoring=users is not None, all_users=False, scope=scope
+            )
+            blended = write_blend(
+                spark,
+                cfg,
+                inputs[0],
+                version=version,
+                stages=blend_stages,
+                users=users,
+                all_users=False,
+                sources_of_users=sources_of_users,
+            )
             out.users_scored = blended.users
     with stages("load"):
         if "load" in skip:
@@ -268,7 +373,8 @@ def run_pipeline(
             loaded = run_load(spark, cfg, stages=Stages("load"), version=None if users is None else version)
             out.keys_loaded = loaded.total_keys
             out.notes["bytes_per_user"] = f"{loaded.memory_bytes_per_user:.0f}"
-    out.seconds = dict(stages.seconds)
+    out.seconds = {name: stages.seconds[name] for name in STAGES if name in stages.seconds}
+    out.wall = time.perf_counter() - t0
     write_run_record(
         spark,
         cfg.table_path(lake.RUNS),
@@ -284,7 +390,7 @@ def run_pipeline(
                 "users_scored": out.users_scored,
                 "keys_loaded": out.keys_loaded,
             },
-            "timings": out.seconds,
+            "timings": {**out.seconds, "total": round(out.wall, 3)},
             "row_counts": {"users_scored": out.users_scored, "keys_loaded": out.keys_loaded},
         },
     )
@@ -300,8 +406,7 @@ def run_pipeline(
 
 
 def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
-    t0 = time.perf_counter()
     out = run_pipeline(args, cfg, spark)
     print(out.line() + (f" ({out.notes['reason']})" if "reason" in out.notes else ""))
-    log.info("[pipeline] finished in %.1fs", time.perf_counter() - t0)
+    log.info("[pipeline] finished in %.1fs", out.wall or 0.0)
     return 0

@@ -98,7 +98,7 @@ def test_incremental_rescores_only_changed_users(spark, lake_root, redis_server,
         return True
 
     first = run_pipeline(args(), cfg, spark, runner=runner)
-    assert first.mode == "full (first run)" and first.users_scored == 3 and ran == ["als", "content"]
+    assert first.mode == "full (first run)" and first.users_scored == 3 and sorted(ran) == ["als", "content"]
     recs = lake.read_table(spark, cfg.table_path(lake.RECOMMENDATIONS))
     v1 = {r["user_id"]: r["model_version"] for r in recs.collect()}
     assert sorted(v1) == ["u1", "u2", "u3"]
@@ -194,12 +194,11 @@ def test_the_ingest_reads_only_files_not_ingested_before(spark, lake_root, tmp_p
 
     inputs = {"events": str(events), "products": str(products), "skip": ""}
     run_pipeline(args(**inputs), cfg, spark, runner=runner)
-    assert ran == [
+    assert ran[:2] == [
         ("ingest", ["--table", "products", "--input", str(products), "--new-files-only"]),
         ("ingest", ["--table", "interactions", "--input", str(events), "--new-files-only"]),
-        ("als", []),
-        ("content", []),
     ]
+    assert sorted(ran[2:]) == [("als", []), ("content", [])]  # at the same time, in either order
     assert ingested() == ["n1"]
 
     # The same files: the ingest lists them and reads nothing; no new interactions, so nothing else runs.

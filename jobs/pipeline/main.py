@@ -42,7 +42,9 @@ from recsys import schema as S
 from recsys.batch_metrics import push_run_metrics
 from recsys.config import Config
 
-DESCRIPTION = "ingest -> als -> content -> blend -> load (incremental by default; --full rescores everyone)"
+DESCRIPTION = (
+    "ingest -> als alongside content -> blend -> load (incremental by default; --full rescores everyone)"
+)
 STAGES: tuple[str, ...] = ("ingest", "als", "content", "blend", "load")
 JOB = "pipeline"
 log = logging.getLogger(__name__)
@@ -273,7 +275,8 @@ def run_pipeline(
     stages = Stages(JOB)
     out = Summary(mode="full" if args.full else "incremental")
 
-    prev = previous_watermarks(spark, cfg)
+    # A full run rescores everyone whatever the previous run saw: it reads no watermark.
+    prev = None if args.full else previous_watermarks(spark, cfg)
     with stages("ingest"):
         if "ingest" in skip:
             log.info("[pipeline] ingest: skipped (--skip)")

@@ -1,4 +1,5 @@
-"""run_branches: the pipeline's als and content branches run at the same time on one Spark session."""
+"""run_branches: the pipeline's als and content branches run at the same time on one Spark session; the
+summary's total is the run's wall time."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ import pandas as pd
 import pytest
 
 from jobs.common.errors import JobError
-from jobs.pipeline.main import run_branches
-
-pytestmark = pytest.mark.spark
+from jobs.pipeline.main import Summary, run_branches
 
 
+@pytest.mark.spark
 def test_branches_run_at_the_same_time_each_with_its_spark_jobs(spark) -> None:
     met = threading.Event()
     seen: dict[str, object] = {}
@@ -32,6 +32,7 @@ def test_branches_run_at_the_same_time_each_with_its_spark_jobs(spark) -> None:
     assert seen == {"first_sum": 45, "met": True, "second_count": 7}
 
 
+@pytest.mark.spark
 def test_serial_runs_the_branches_in_order_in_the_calling_thread(spark) -> None:
     ran: list[tuple[str, str]] = []
     branches = {
@@ -48,6 +49,7 @@ def _slow(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         yield batch
 
 
+@pytest.mark.spark
 def test_the_first_failure_is_raised_and_cancels_the_other_branchs_jobs(spark) -> None:
     outcome: dict[str, str] = {}
 
@@ -69,3 +71,20 @@ def test_the_first_failure_is_raised_and_cancels_the_other_branchs_jobs(spark) -
     with pytest.raises(JobError, match="content: bad input"):
         run_branches(spark, {"als": slow, "content": bad})
     assert "cancel" in outcome["slow"].lower()
+
+
+def test_summary_gives_each_stages_seconds_and_the_wall_total() -> None:
+    side_by_side = Summary(
+        mode="full",
+        users_scored=3,
+        keys_loaded=7,
+        seconds={"ingest": 1.0, "als": 5.0, "content": 4.0, "blend": 2.0, "load": 1.0},
+        notes={"overlap": "als ran alongside content"},
+        wall=9.5,
+    )
+    assert side_by_side.line() == (
+        "pipeline (full): 3 users scored, 7 keys loaded; ingest 1.0s, als 5.0s, content 4.0s, blend 2.0s, "
+        "load 1.0s; total 9.5s (als ran alongside content)"
+    )
+    # Without a wall time (a summary built by hand), the total is the stages' sum.
+    assert Summary(seconds={"ingest": 1.0, "als": 2.5}).line().endswith("ingest 1.0s, als 2.5s; total 3.5s")

@@ -48,6 +48,7 @@ def run_registry(
     keys_loaded: Mapping[str, int] | None = None,
     success: bool = True,
     now: float | None = None,
+    duration_s: float | None = None,
 ) -> CollectorRegistry:
     """A registry holding one run's metrics (see the module table).
 
@@ -57,6 +58,8 @@ def run_registry(
         keys_loaded: Redis keys written per kind.
         success: The run succeeded; only then is the last-success series present.
         now: The run's end (epoch s); the current time by default.
+        duration_s: The run's wall-clock seconds; by default the sum of ``stage_seconds`` (stages that ran
+            side by side, as the pipeline's als and content, need it given).
 
     Example:
         >>> reg = run_registry(stage_seconds={"fit": 1.5})
@@ -72,7 +75,7 @@ def run_registry(
         g["recsys_batch_rows"].labels(table).set(int(n))
     for kind, n in (keys_loaded or {}).items():
         g["recsys_batch_keys_loaded"].labels(kind).set(int(n))
-    g["recsys_batch_duration_seconds"].set(float(sum(stage_seconds.values())))
+    g["recsys_batch_duration_seconds"].set(float(sum(stage_seconds.values()) if duration_s is None else duration_s))
     if success:
         g["recsys_batch_last_success_timestamp_seconds"].set(time.time() if now is None else now)
     return registry
@@ -87,6 +90,7 @@ def push_run_metrics(
     keys_loaded: Mapping[str, int] | None = None,
     success: bool = True,
     timeout_s: float = 5.0,
+    duration_s: float | None = None,
 ) -> bool:
     """Pushes one run's metrics to the Pushgateway at ``gateway_url`` (``metrics.pushgateway_url``).
 
@@ -101,6 +105,7 @@ def push_run_metrics(
         keys_loaded: Redis keys written per kind.
         success: The run succeeded.
         timeout_s: Abandon the push after this long.
+        duration_s: The run's wall-clock seconds (default: the sum of ``stage_seconds``).
 
     Returns:
         True when the Pushgateway accepted the metrics.
@@ -110,7 +115,9 @@ def push_run_metrics(
     if not gateway_url:
         log.debug("metrics.pushgateway_url is empty: run metrics of %s not pushed", job)
         return False
-    registry = run_registry(stage_seconds=stage_seconds, rows=rows, keys_loaded=keys_loaded, success=success)
+    registry = run_registry(
+        stage_seconds=stage_seconds, rows=rows, keys_loaded=keys_loaded, success=success, duration_s=duration_s
+    )
     try:
         pushadd_to_gateway(gateway_url, job=job, registry=registry, timeout=timeout_s)
     except OSError as exc:  # URLError, connection refused, timeouts, HTTP errors

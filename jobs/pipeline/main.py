@@ -404,6 +404,7 @@ def run_pipeline(
         rows={"users_scored": out.users_scored},
         keys_loaded={"all": out.keys_loaded},
         timeout_s=cfg.metrics.push_timeout_s,
+        duration_s=out.wall,
     )
     return out
 

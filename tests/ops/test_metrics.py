@@ -179,3 +179,11 @@ def test_a_failed_run_keeps_the_last_success_time_unset() -> None:
     reg = run_registry(stage_seconds={"fit": 2.0}, success=False)
     assert reg.get_sample_value("recsys_batch_stage_seconds", {"stage": "fit"}) == 2.0
     assert reg.get_sample_value("recsys_batch_last_success_timestamp_seconds") is None
+
+
+def test_duration_is_the_stages_sum_unless_the_wall_time_is_given() -> None:
+    stages = {"als": 5.0, "content": 4.0}  # side by side: 5.5 s from start to end
+    assert run_registry(stage_seconds=stages).get_sample_value("recsys_batch_duration_seconds") == 9.0
+    given = run_registry(stage_seconds=stages, duration_s=5.5)
+    assert given.get_sample_value("recsys_batch_duration_seconds") == 5.5
+    assert given.get_sample_value("recsys_batch_stage_seconds", {"stage": "als"}) == 5.0

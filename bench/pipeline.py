@@ -19,7 +19,7 @@ and what a run does once the fit is ``als.refit_every_days`` old or the products
 their share of the full run and, as the baseline of their ingest, the seconds of an ingest of the whole events
 folder, as ``--reingest`` runs it (``--no-incremental`` skips all three).
 
-    .venv/bin/python bench/pipeline.py [--events 1000000,4000000] [--conf-file conf/local.yaml]
+    .venv/bin/python bench/pipeline.py [--events 1000000,4000000] [--conf-file conf/local.yaml] [--serial]
 """
 
 from __future__ import annotations
@@ -192,12 +192,25 @@ def main() -> int:
         help="untimed pipeline on this many events first, so that the first timed size, like the bare fit "
         "after it, runs in a warm JVM and Python workers (default 30000; 0: none)",
     )
+    parser.add_argument(
+        "--serial",
+        action="store_true",
+        help="run the pipeline's stages one after another (pipeline --serial), not als alongside content",
+    )
     args = parser.parse_args()
     setup_logging()
     print(f"load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     base = load_config(args.conf_file)
     pargs = argparse.Namespace(
-        full=True, events=None, products=None, format=None, preset=None, skip="", reingest=False, refit=False
+        full=True,
+        events=None,
+        products=None,
+        format=None,
+        preset=None,
+        skip="",
+        reingest=False,
+        refit=False,
+        serial=args.serial,
     )
     if args.warm_up:
         with bench_session(base, args.warm_up) as (spark, cfg):

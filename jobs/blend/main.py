@@ -337,9 +337,6 @@ def run_blend(
     Returns:
         Counts and timings of the run.
     """
-    for path in (cfg.table_path(lake.INTERACTIONS), cfg.table_path(lake.PRODUCTS)):
-        if not lake.table_exists(spark, path):
-            raise JobError(f"no Delta table at {path}: run ingest first")
     sources_of_users = candidates_scope(
         spark, cfg, rescoring=users is not None, all_users=all_users, scope=scope
     )

@@ -347,9 +347,8 @@ def run_pipeline(
             with stages("blend"):
                 inputs.append(write_blend_inputs(spark, cfg, version=version, stages=blend_stages))
 
-    serial = bool(getattr(args, "serial", False))
-    run_branches(spark, {"als": lambda: model("als"), "content": content_and_blend_inputs}, serial=serial)
-    if not serial:
+    run_branches(spark, {"als": lambda: model("als"), "content": content_and_blend_inputs}, serial=args.serial)
+    if not args.serial:
         out.notes["overlap"] = "als ran alongside content and the blend's popular, itemknn and similar steps"
     with stages("blend"):
         if blend_skipped:

@@ -77,6 +77,7 @@ def args(**kw) -> argparse.Namespace:
         "skip": "ingest",
         "reingest": False,
         "refit": False,
+        "serial": False,
     }
     return argparse.Namespace(**{**base, **kw})
 

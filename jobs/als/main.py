@@ -17,6 +17,7 @@ from jobs.als.foldin import FIT_PARAMS, StoredFit, fold_in_scope, refit_reason, 
 from jobs.als.index import update_index
 from jobs.als.model import build_als, factors_to_numpy
 from jobs.common import lake
+from jobs.common.candidate_lists import candidate_counts
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
 from jobs.common.runs import model_version, write_run_record
@@ -275,16 +276,10 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
         if scope is not None:
             subset = subset.join(scope.users, S.COL_USER, "left_semi")
         scoring = write(subset, None if scope is None else scope.tag)
-        cand_table = lake.read_table(spark, cfg.table_path(lake.CF_CANDIDATES))
-        written = cand_table.agg(
-            F.count(F.lit(1)).alias("rows"),
-            F.countDistinct(S.COL_USER).alias("users"),
-            F.countDistinct(S.COL_ITEM).alias("products"),
-        ).first()
-        assert written is not None  # an aggregate always has one row
-        counts["candidate_rows"] = int(written["rows"])
-        counts["candidate_users"] = int(written["users"])
-        counts["candidate_products"] = int(written["products"])
+        written = candidate_counts(lake.read_table(spark, cfg.table_path(lake.CF_CANDIDATES)))
+        counts["candidate_rows"] = written["rows"]
+        counts["candidate_users"] = written["users"]
+        counts["candidate_products"] = written["products"]
     # Cheap health signals of the run; offline quality comes from ./spark-submit.sh evaluate.
     metrics = {
         "catalogue_coverage": counts["candidate_products"] / max(counts["items"], 1),

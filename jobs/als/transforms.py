@@ -2,8 +2,9 @@
 
 The candidates come from :func:`candidates_broadcast` (numpy scoring of user blocks inside ``mapInArrow``
 against broadcast item factors) or, when the item factors are too large to broadcast, from
-:func:`candidates_table` over ``ALSModel.recommendForUserSubset``. Both give the same rows, except that the
-latter's fixed over-fetch can leave a user with many of their own products near the top short of ``top_n``.
+:func:`candidates_table` over ``ALSModel.recommendForUserSubset``. Both give the same lists (one row per
+user, :mod:`jobs.common.candidate_lists`), except that the latter's fixed over-fetch can leave a user with
+many of their own products near the top short of ``top_n``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark import Broadcast
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
+from jobs.common import candidate_lists as CL
 from jobs.common.confidence import interaction_confidence
 from recsys import schema as S
 from recsys.config import EventsConfig
@@ -168,7 +172,8 @@ def candidates_table(
         model_version: Tag of every row.
 
     Returns:
-        ``user_id, product_id, score, rank, model_version`` (rank 1 is the best).
+        ``user_id, product_ids, scores, model_version``: each user's candidates best first
+        (:mod:`jobs.common.candidate_lists`), float scores.
 
     Example:
         >>> cands = candidates_table(recs, seen, users, items, top_n=100, model_version=version)
@@ -181,17 +186,10 @@ def candidates_table(
     kept = flat.join(seen.select(COL_USER_IDX, COL_ITEM_IDX), [COL_USER_IDX, COL_ITEM_IDX], "left_anti")
     w = Window.partitionBy(COL_USER_IDX).orderBy(F.col(COL_SCORE).desc(), F.col(COL_ITEM_IDX))
     ranked = kept.withColumn(COL_RANK, F.row_number().over(w)).where(F.col(COL_RANK) <= top_n)
-    return (
-        ranked.join(user_index, COL_USER_IDX)
-        .join(item_index, COL_ITEM_IDX)
-        .select(
-            col_user,
-            col_item,
-            F.col(COL_SCORE).cast("float").alias(COL_SCORE),
-            COL_RANK,
-            F.lit(model_version).alias("model_version"),
-        )
-    )
+    rows = ranked.join(user_index, COL_USER_IDX).join(item_index, COL_ITEM_IDX)
+    rows = rows.select(F.col(col_user).alias(S.COL_USER), F.col(col_item).alias(S.COL_ITEM), COL_SCORE, COL_RANK)
+    lists = CL.to_lists(rows, score_type="float").withColumnRenamed(S.COL_USER, col_user)
+    return lists.withColumn("model_version", F.lit(model_version))
 
 
 class ItemMatrix(NamedTuple):
@@ -255,7 +253,8 @@ def candidates_broadcast(
         model_version: Tag of every row.
 
     Returns:
-        ``user_id, product_id, score, rank, model_version`` (rank 1 is the best; ties by ``item_idx``).
+        ``user_id, product_ids, scores, model_version``: each user's candidates best first (ties by
+        ``item_idx``), one row per user with at least one (:mod:`jobs.common.candidate_lists`).
 
     Example:
         >>> bc = spark.sparkContext.broadcast(item_matrix(item_idx, y))
@@ -271,43 +270,51 @@ def candidates_broadcast(
         .join(seen_lists, COL_USER_IDX, "left")
         .select(col_user, "features", "seen")
     )
+    # The product id of each row of the broadcast matrix, looked up once on the driver: the kernel writes the
+    # lists with the ids, so no candidate row is joined with the item index.
+    matrix_idx = item_factors.value.item_idx
+    index = pd.DataFrame(item_index.select(COL_ITEM_IDX, col_item).toPandas())
+    ids = index.set_index(COL_ITEM_IDX)[col_item].reindex(matrix_idx)
+    if ids.isna().any():
+        missing = matrix_idx[ids.isna().to_numpy()][:5].tolist()
+        raise ValueError(f"item factors without a product id in the item index, e.g. item_idx {missing}")
+    item_ids = users.sparkSession.sparkContext.broadcast(ids.to_numpy(object))
     schema = T.StructType(
         [
             T.StructField(col_user, T.StringType()),
-            T.StructField(COL_ITEM_IDX, T.IntegerType()),
-            T.StructField(COL_SCORE, T.FloatType()),
-            T.StructField(COL_RANK, T.IntegerType()),
+            T.StructField(CL.COL_PRODUCT_IDS, T.ArrayType(T.StringType(), containsNull=False)),
+            T.StructField(CL.COL_SCORES, T.ArrayType(T.FloatType(), containsNull=False)),
         ]
     )
-    ranked = scored.mapInArrow(_arrow_scorer(item_factors, top_n=top_n, col_user=col_user), schema)
-    return ranked.join(F.broadcast(item_index.select(col_item, COL_ITEM_IDX)), COL_ITEM_IDX).select(
-        col_user, col_item, COL_SCORE, COL_RANK, F.lit(model_version).alias("model_version")
+    ranked = scored.mapInArrow(
+        _arrow_scorer(item_factors, item_ids, top_n=top_n, schema=to_arrow_schema(schema)), schema
     )
+    return ranked.withColumn("model_version", F.lit(model_version))
 
 
 def _arrow_scorer(
-    item_factors: Broadcast[ItemMatrix], *, top_n: int, col_user: str
+    item_factors: Broadcast[ItemMatrix], item_ids: Broadcast[np.ndarray], *, top_n: int, schema: pa.Schema
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function: ``user, features, seen`` batches to ``user, item_idx, score, rank`` rows."""
+    """The ``mapInArrow`` function: ``user, features, seen`` batches to ``user, product_ids, scores`` lists."""
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         matrix = item_factors.value
+        ids = pa.array(item_ids.value, pa.string())
         for batch in batches:
             if batch.num_rows == 0:
                 continue
             x = _user_block(batch.column("features"), matrix.factors.shape[1])
             indptr, rows = _seen_rows(batch.column("seen"), matrix.item_idx)
             found = topk_rows(x, matrix.factors, top_n, exclude_indptr=indptr, exclude_indices=rows)
+            if not found.items.size:
+                continue
             per_user = np.diff(found.indptr)
-            rank = np.arange(found.items.size) - np.repeat(found.indptr[:-1], per_user) + 1
-            yield pa.RecordBatch.from_arrays(
-                [
-                    batch.column(col_user).take(pa.array(np.repeat(np.arange(batch.num_rows), per_user))),
-                    pa.array(matrix.item_idx[found.items], pa.int32()),
-                    pa.array(found.scores, pa.float32()),
-                    pa.array(rank.astype(np.int32), pa.int32()),
-                ],
-                names=[col_user, COL_ITEM_IDX, COL_SCORE, COL_RANK],
+            yield CL.list_batch(
+                batch.column(schema.field(0).name),
+                np.repeat(np.arange(batch.num_rows), per_user),
+                ids.take(pa.array(found.items)),
+                pa.array(found.scores, pa.float32()),
+                schema=schema,
             )
 
     return score

@@ -16,6 +16,7 @@ from jobs.als.transforms import active_users
 from jobs.blend import onepass
 from jobs.blend import transforms as tr
 from jobs.common import lake
+from jobs.common.candidate_lists import to_rows
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
 from jobs.common.runs import model_version, write_run_record
@@ -175,7 +176,7 @@ def blended_lists(
     parts = [tr.popular_candidates(users, popular, top_n=bcfg.popular_candidates)]
     for df, source in ((cf, "cf"), (content, "content")):
         if df is not None:
-            parts.append(tr.tag_source(df, source=source))
+            parts.append(tr.tag_source(to_rows(df), source=source))
     knn = bl.itemknn_recommend(history.select(S.COL_USER, S.COL_ITEM), nbrs, users, k=bcfg.itemknn_top_n)
     parts.append(tr.tag_source(knn, source="itemknn"))
     candidates = parts[0]

@@ -36,6 +36,7 @@ from scipy import sparse
 
 from jobs.blend import transforms as tr
 from jobs.common.arrow_chunks import run_codes, whole_key_tables
+from jobs.common.candidate_lists import COL_PRODUCT_IDS, COL_SCORES
 from jobs.common.chunks import cluster_by_key
 from jobs.evaluate.baselines import COL_NEIGHBOR
 from recsys import blend as B
@@ -48,8 +49,9 @@ HISTORY, CF, CONTENT = 0, 1, 2
 _KIND_SOURCE = {CF: SOURCES.index("cf"), CONTENT: SOURCES.index("content")}
 _ITEMKNN = SOURCES.index("itemknn")
 _POPULAR = SOURCES.index("popular")
-# Rows (history plus candidates) per kernel call: a few hundred users.
-CHUNK_ROWS = 200_000
+# Rows per kernel call: a few hundred users (about 22 history rows and 2 candidate-list rows each). At 4M events
+# 10k rows took the blend of the users from 68.8 to 41.4 s against 200k (docs/blend.md, "Candidate lists").
+CHUNK_ROWS = 10_000
 # What the kernel returns to mapInArrow: RECOMMENDATIONS_SCHEMA in Arrow, list items non-null.
 ARROW_SCHEMA = to_arrow_schema(tr.RECOMMENDATIONS_SCHEMA)
 
@@ -346,12 +348,47 @@ def _lists(user_ids: pa.Array, out: Blended, cat: BlendCatalogue) -> pa.RecordBa
     )
 
 
+def _flat_rows(rows: pa.Table) -> tuple[pa.Array, np.ndarray, pa.Array, np.ndarray, np.ndarray, pa.Table]:
+    """The kernel's rows one per (user, product): the history rows first, in row order, then each CF and
+    content row's lists flattened, best first. Returns ``(user_ids, user, product_id, kind, score, history)``:
+    the users in order of appearance, each row's user code, product id, kind and score (NaN for history
+    rows), and the history rows themselves (for their flags)."""
+    users = _column(rows, S.COL_USER)
+    # A user's rows are contiguous, so its run is its code: codes in order of appearance, as pd.factorize.
+    user = run_codes(users)
+    user_ids = users.take(pa.array(np.flatnonzero(np.diff(user, prepend=-1))))
+    kind = _column(rows, COL_KIND).to_numpy(zero_copy_only=False).astype(np.int64)
+    hist_rows, list_rows = np.flatnonzero(kind == HISTORY), pa.array(np.flatnonzero(kind != HISTORY))
+    history = rows.take(pa.array(hist_rows))
+    ids = _column(rows, COL_PRODUCT_IDS).take(list_rows)
+    scores = _column(rows, COL_SCORES).take(list_rows)
+    lengths = pc.fill_null(pc.list_value_length(ids), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    if not np.array_equal(lengths, pc.fill_null(pc.list_value_length(scores), 0).to_numpy(zero_copy_only=False)):
+        raise ValueError("a candidate row has not as many scores as product ids")
+    parent = np.repeat(list_rows.to_numpy(), lengths)
+    hist_pid = _column(history, S.COL_ITEM)
+    cand_pid = pc.list_flatten(ids)
+    product_id = pa.concat_arrays([hist_pid, cand_pid.cast(hist_pid.type)])
+    score = np.concatenate(
+        [np.full(len(hist_rows), np.nan), pc.list_flatten(scores).to_numpy(zero_copy_only=False).astype(np.float64)]
+    )
+    return (
+        user_ids,
+        np.concatenate([user[hist_rows], user[parent]]),
+        product_id,
+        np.concatenate([kind[hist_rows], kind[parent]]),
+        score,
+        history,
+    )
+
+
 def score_chunk(rows: pa.Table, cat: BlendCatalogue, *, cfg: BlendConfig, itemknn_k: int) -> pa.RecordBatch:
-    """The blended lists of the whole users of ``rows`` (history rows and CF/content candidate rows).
+    """The blended lists of the whole users of ``rows`` (history rows and CF/content candidate lists).
 
     Args:
-        rows: ``user_id, product_id, kind, score, purchased, viewed`` (:func:`blend_rows`), each user's rows
-            contiguous (:func:`jobs.common.arrow_chunks.whole_key_tables`). Rows without a user are ignored.
+        rows: ``user_id, product_id, kind, purchased, viewed, product_ids, scores`` (:func:`blend_rows`), each
+            user's rows contiguous (:func:`jobs.common.arrow_chunks.whole_key_tables`). Rows without a user are
+            ignored.
         cat: The broadcast product side.
         cfg: The ``blend`` configuration.
         itemknn_k: Item-kNN candidates per user (``blend.itemknn_top_n``).
@@ -366,16 +403,11 @@ def score_chunk(rows: pa.Table, cat: BlendCatalogue, *, cfg: BlendConfig, itemkn
     users = _column(rows, S.COL_USER)
     if users.null_count:
         rows = rows.filter(pc.is_valid(users))
-        users = _column(rows, S.COL_USER)
-    # A user's rows are contiguous, so its run is its code: codes in order of appearance, as pd.factorize.
-    user = run_codes(users)
-    user_ids = users.take(pa.array(np.flatnonzero(np.diff(user, prepend=-1))))
+    user_ids, user, product_id, kind, score, history = _flat_rows(rows)
     n_users = len(user_ids)
-    kind = _column(rows, COL_KIND).to_numpy(zero_copy_only=False).astype(np.int64)
-    code, items, listed, category = _product_codes(_column(rows, S.COL_ITEM), kind, cat)
+    code, items, listed, category = _product_codes(product_id, kind, cat)
     hist = kind == HISTORY
     hist_user, hist_item = user[hist], code[hist]
-    score = _column(rows, B.COL_SCORE).to_numpy(zero_copy_only=False)  # nulls (history rows) as NaN
     out = blend_arrays(
         *_candidates(user, code, kind, score, n_users, cat, itemknn_k=itemknn_k),
         items=items,
@@ -385,8 +417,8 @@ def score_chunk(rows: pa.Table, cat: BlendCatalogue, *, cfg: BlendConfig, itemkn
         cfg=cfg,
         hist_user=hist_user,
         hist_item=hist_item,
-        purchased=_flags(rows, B.COL_PURCHASED)[hist],
-        viewed=_flags(rows, B.COL_VIEWED)[hist],
+        purchased=_flags(history, B.COL_PURCHASED),
+        viewed=_flags(history, B.COL_VIEWED),
         # Catalogue rows are sorted by id, and the codes past them are unlisted, so never ranked.
         ids_sorted=True,
     )
@@ -394,31 +426,33 @@ def score_chunk(rows: pa.Table, cat: BlendCatalogue, *, cfg: BlendConfig, itemkn
 
 
 def blend_rows(history: DataFrame, cf: DataFrame | None, content: DataFrame | None) -> DataFrame:
-    """The kernel's input: history rows (``user_history``) and the CF and content candidate rows, tagged.
+    """The kernel's input: history rows (``user_history``), one per (user, product), and one row per user of
+    the CF and content candidate tables with their lists (:mod:`jobs.common.candidate_lists`), tagged.
 
     Example:
         >>> blend_rows(user_history(events), cf_candidates, content_candidates)
     """
-    null_score = F.lit(None).cast("double").alias(B.COL_SCORE)
     null_flag = F.lit(None).cast("boolean")
     out = history.select(
         S.COL_USER,
         S.COL_ITEM,
         F.lit(HISTORY).cast("byte").alias(COL_KIND),
-        null_score,
         F.col(B.COL_PURCHASED),
         F.col(B.COL_VIEWED),
+        F.lit(None).cast("array<string>").alias(COL_PRODUCT_IDS),
+        F.lit(None).cast("array<double>").alias(COL_SCORES),
     )
     for frame, kind in ((cf, CF), (content, CONTENT)):
         if frame is not None:
             out = out.unionByName(
                 frame.select(
                     S.COL_USER,
-                    S.COL_ITEM,
+                    F.lit(None).cast("string").alias(S.COL_ITEM),
                     F.lit(kind).cast("byte").alias(COL_KIND),
-                    F.col(B.COL_SCORE).cast("double").alias(B.COL_SCORE),
                     null_flag.alias(B.COL_PURCHASED),
                     null_flag.alias(B.COL_VIEWED),
+                    F.col(COL_PRODUCT_IDS),
+                    F.col(COL_SCORES).cast("array<double>").alias(COL_SCORES),
                 )
             )
     return out

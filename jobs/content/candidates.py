@@ -23,8 +23,10 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 from scipy import sparse
 
+from jobs.common import candidate_lists as CL
 from jobs.common.arrow_chunks import run_codes, sorted_codes, whole_key_tables
 from jobs.common.chunks import cluster_by_key
 from jobs.content.neighbours import COL_NEIGHBOR
@@ -35,22 +37,15 @@ CHUNK_ROWS = 200_000
 # Cells of one dense block of user profiles (float64): 2**24 cells = 128 MB.
 PROFILE_BLOCK_CELLS = 1 << 24
 
+# One row per user, candidates best first (jobs.common.candidate_lists).
 CANDIDATES_SCHEMA = T.StructType(
     [
         T.StructField(S.COL_USER, T.StringType(), False),
-        T.StructField(S.COL_ITEM, T.StringType(), False),
-        T.StructField("score", T.DoubleType(), False),
-        T.StructField("rank", T.IntegerType(), False),
+        T.StructField(CL.COL_PRODUCT_IDS, T.ArrayType(T.StringType(), containsNull=False), False),
+        T.StructField(CL.COL_SCORES, T.ArrayType(T.DoubleType(), containsNull=False), False),
     ]
 )
-ARROW_SCHEMA = pa.schema(
-    [
-        pa.field(S.COL_USER, pa.string(), False),
-        pa.field(S.COL_ITEM, pa.string(), False),
-        pa.field("score", pa.float64(), False),
-        pa.field("rank", pa.int32(), False),
-    ]
-)
+ARROW_SCHEMA = to_arrow_schema(CANDIDATES_SCHEMA)
 CONFIDENCE_COLUMNS = (S.COL_USER, S.COL_ITEM, "confidence", "last_ts", "purchased")
 
 
@@ -172,7 +167,8 @@ def score_users(
             candidates; ``None``: every user of ``rows``.
 
     Returns:
-        ``user_id, product_id, score, rank`` (rank 1 is the best; ties by product id).
+        ``user_id, product_ids, scores``: each user's candidates best first (ties by product id), one row per
+        user with at least one (:mod:`jobs.common.candidate_lists`).
     """
     user_col = rows.column(S.COL_USER).combine_chunks()
     item_col = rows.column(S.COL_ITEM).combine_chunks()
@@ -224,13 +220,11 @@ def score_users(
     starts = np.r_[0, np.flatnonzero(p_user[1:] != p_user[:-1]) + 1] if len(p_user) else np.zeros(0, int)
     rank = np.arange(len(p_user)) - np.repeat(starts, np.diff(np.r_[starts, len(p_user)])) + 1
     keep = rank <= top_n
-    return pa.RecordBatch.from_arrays(
-        [
-            user_col.take(pa.array(first_row[p_user[keep]])),
-            ids.take(pa.array(p_item[keep])),
-            pa.array(score[keep], pa.float64()),
-            pa.array(rank[keep], pa.int32()),
-        ],
+    return CL.list_batch(
+        user_col,
+        first_row[p_user[keep]],
+        ids.take(pa.array(p_item[keep])),
+        pa.array(score[keep], pa.float64()),
         schema=ARROW_SCHEMA,
     )
 
@@ -260,7 +254,8 @@ def content_candidates_broadcast(
         chunk_rows: Confidence rows per kernel call.
 
     Returns:
-        ``user_id, product_id, score, rank`` as :func:`jobs.content.transforms.content_candidates`.
+        ``user_id, product_ids, scores``: the candidates of :func:`jobs.content.transforms.content_candidates`
+        as one row of lists per user, best first (:mod:`jobs.common.candidate_lists`).
 
     Example:
         >>> content_candidates_broadcast(conf, cat, top_n=100, recent_items=5, partitions=8)

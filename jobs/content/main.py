@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common import lake
+from jobs.common.candidate_lists import COL_PRODUCT_IDS, to_lists
 from jobs.common.confidence import interaction_confidence
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
@@ -198,18 +199,20 @@ def run(args: argparse.Namespace, cfg: Config, spark: SparkSession) -> int:
                 c.broadcast_max_products,
             )
             active = conf.where(F.col("last_ts") >= F.lit(active_since)).select(S.COL_USER).distinct()
-            cands = content_candidates(
+            rows = content_candidates(
                 conf.join(active, S.COL_USER, "left_semi"),
                 nbrs,
                 vector_entries(feats),
                 top_n=c.top_n,
                 recent_items=c.recent_items,
             )
+            cands = to_lists(rows, score_type="double")
         cands = cands.withColumn("model_version", F.lit(version))
         lake.overwrite_version(
             cands, cfg.table_path(lake.CONTENT_CANDIDATES), user_metadata=None if scope is None else scope.tag
         )
-        n_candidates = lake.read_table(spark, cfg.table_path(lake.CONTENT_CANDIDATES)).count()
+        written = lake.read_table(spark, cfg.table_path(lake.CONTENT_CANDIDATES))
+        n_candidates = int(written.agg(F.sum(F.size(COL_PRODUCT_IDS))).first()[0] or 0)
     finished = datetime.now(UTC)
     record = {
         "job": JOB,

@@ -11,11 +11,12 @@ from pyspark.sql import functions as F
 
 from jobs.als import transforms as tr
 from jobs.als.model import build_als
+from jobs.common.candidate_lists import to_rows
 from recsys.config import AlsConfig
 
 pytestmark = pytest.mark.spark
 
-CANDS_SCHEMA = "user_id string, product_id string, score float, rank int, model_version string"
+CANDS_SCHEMA = "user_id string, product_ids array<string>, scores array<float>, model_version string"
 
 
 @contextmanager
@@ -56,11 +57,9 @@ def test_broadcast_candidates_by_hand(spark):
     out = tr.candidates_broadcast(user_factors, seen, subset, items, item_factors=bc, top_n=2, model_version="als-x")
     expected = spark.createDataFrame(
         [
-            ("u0", "p3", 1.0, 1, "als-x"),
-            ("u0", "p7", 1.0, 2, "als-x"),
-            ("u1", "p7", 1.0, 1, "als-x"),
-            ("u1", "p5", 0.0, 2, "als-x"),
-            ("u2", "p9", 1.0, 1, "als-x"),  # only one unseen item left; u3 is not in the subset
+            ("u0", ["p3", "p7"], [1.0, 1.0], "als-x"),
+            ("u1", ["p7", "p5"], [1.0, 0.0], "als-x"),
+            ("u2", ["p9"], [1.0], "als-x"),  # only one unseen item left; u3 is not in the subset
         ],
         CANDS_SCHEMA,
     )
@@ -103,8 +102,8 @@ def test_broadcast_candidates_equal_recommend_for_user_subset(spark):
         model.userFactors, train, subset, items, item_factors=bc, top_n=top_n, model_version="als-x"
     )
     with _arrow_batches_of(spark, 5):
-        new_rows = new.collect()
-        assert_approx_df_equality(new, old, 1e-5, ignore_row_order=True, ignore_nullable=True)
+        new_rows = to_rows(new).collect()
+        assert_approx_df_equality(to_rows(new), to_rows(old), 1e-5, ignore_row_order=True, ignore_nullable=True)
     bc.destroy()
     old.unpersist()
 

@@ -15,6 +15,7 @@ from jobs.als import transforms as tr
 from jobs.als.foldin import FIT_PARAMS, StoredFit, refit_reason
 from jobs.als.model import build_als
 from jobs.common import lake
+from jobs.common.candidate_lists import to_rows
 from recsys.bundle import current_bundle_dir
 from recsys.config import AlsConfig, Config, LakeConfig
 
@@ -142,7 +143,7 @@ def test_incremental_run_folds_in_until_the_fit_is_old(spark, lake_root, tmp_pat
     }
     # Candidates for the two users only, none of their products, none without factors: u0 has every product
     # of group A now and gets the rest of group B; u12 (p4) gets group B.
-    cands = lake.read_table(spark, cfg.table_path(lake.CF_CANDIDATES))
+    cands = to_rows(lake.read_table(spark, cfg.table_path(lake.CF_CANDIDATES)))
     expected = spark.createDataFrame(
         [("u0", "p4"), ("u0", "p6"), ("u0", "p7"), ("u12", "p5"), ("u12", "p6"), ("u12", "p7")],
         "user_id string, product_id string",

@@ -12,6 +12,7 @@ from chispa import assert_df_equality
 
 from jobs.als import main as als_main
 from jobs.common import lake
+from jobs.common.candidate_lists import to_rows
 from jobs.common.errors import JobError
 from jobs.common.scope import written_scope
 from recsys.bundle import current_bundle_dir, load_bundle
@@ -50,7 +51,11 @@ def test_als_job_writes_every_output(spark, lake_root, tmp_path, max_mb, scoring
     args = argparse.Namespace(all_users=False, as_of=None, no_bundle=False, users=None, refit=False)
     assert als_main.run(args, cfg, spark) == 0
 
-    cands = lake.read_table(spark, cfg.table_path(lake.CF_CANDIDATES))
+    table = lake.read_table(spark, cfg.table_path(lake.CF_CANDIDATES))
+    # One row per user, the candidates best first in lists (jobs.common.candidate_lists).
+    assert table.columns == ["user_id", "product_ids", "scores", "model_version"]
+    assert table.count() == table.select("user_id").distinct().count() == 11
+    cands = to_rows(table)
     version = cands.first()["model_version"]
     assert version.startswith("als-") and version.endswith("Z")
     # Each active user's one missing product of their group ranks first; u11 (inactive) gets none.
@@ -96,7 +101,7 @@ def test_users_table_limits_the_candidates_and_tags_the_commit(spark, lake_root,
     assert als_main.run(args, cfg, spark) == 0
 
     path = cfg.table_path(lake.CF_CANDIDATES)
-    cands = lake.read_table(spark, path)
+    cands = to_rows(lake.read_table(spark, path))
     assert sorted({r["user_id"] for r in cands.collect()}) == ["u0", "u7"]
     firsts = {r["user_id"]: r["product_id"] for r in cands.where("rank = 1").collect()}
     assert firsts == {"u0": "p0", "u7": "p7"}

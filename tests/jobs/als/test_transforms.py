@@ -10,6 +10,7 @@ from pyspark.sql import types as T
 
 from jobs.als import transforms as tr
 from jobs.als.index import update_index
+from jobs.common.candidate_lists import to_rows
 from recsys.config import EventsConfig
 from recsys.scoring import event_confidence
 
@@ -113,6 +114,7 @@ def test_candidates_drop_seen_items_rank_and_cut(spark):
     users = spark.createDataFrame([("u0", 0), ("u1", 1)], "user_id string, user_idx int")
     items = spark.createDataFrame([(f"p{i}", i) for i in range(10, 14)], "product_id string, item_idx int")
     out = tr.candidates_table(recs, seen, users, items, top_n=2, model_version="als-x")
+    assert out.columns == ["user_id", "product_ids", "scores", "model_version"]
     expected = spark.createDataFrame(
         [
             ("u0", "p11", 0.8, 1, "als-x"),
@@ -122,7 +124,7 @@ def test_candidates_drop_seen_items_rank_and_cut(spark):
         ],
         "user_id string, product_id string, score float, rank int, model_version string",
     )
-    assert_approx_df_equality(out, expected, 1e-6, ignore_row_order=True, ignore_nullable=True)
+    assert_approx_df_equality(to_rows(out), expected, 1e-6, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_active_users_are_those_with_an_event_in_the_window(spark):

@@ -45,8 +45,18 @@ def lake(spark, seed: int):
         events, "user_id string, product_id string, event_type string, quantity int, ts timestamp"
     )
     prods = spark.createDataFrame(products, "product_id string, category string, available boolean")
-    schema = "user_id string, product_id string, score double"
-    return ev, prods, spark.createDataFrame(cf, schema), spark.createDataFrame(content, schema)
+    return ev, prods, candidate_lists(spark, cf), candidate_lists(spark, content)
+
+
+def candidate_lists(spark, rows: list[tuple[str, str, float]]):
+    """A candidate table (one row of lists per user) from ``(user, product, score)`` rows in their order."""
+    lists: dict[str, tuple[list[str], list[float]]] = {}
+    for user, product, score in rows:
+        ids, scores = lists.setdefault(user, ([], []))
+        ids.append(product)
+        scores.append(score)
+    schema = "user_id string, product_ids array<string>, scores array<double>"
+    return spark.createDataFrame([(u, ids, scores) for u, (ids, scores) in lists.items()], schema)
 
 
 def popular_and_neighbors(events, products):
@@ -202,16 +212,18 @@ def test_score_chunk_counts_unknown_candidates_then_drops_them_and_returns_arrow
         pd.DataFrame({"product_id": empty, "score": pd.Series([], dtype=float)}),
     )
     hist, cf, content = onepass.HISTORY, onepass.CF, onepass.CONTENT
-    none = [None] * 7
+    none = [None] * 4
     rows = pa.table(
         {
             # u1 bought a, its only catalogue candidate; u3's ghost (outside the catalogue) sets the CF max.
-            "user_id": ["u1", "u1", "u1", "u3", "u3", "u2", "u2", "u2"],
-            "product_id": ["a", "a", "ghost", "b", "ghost", "b", "c", "b"],
-            "kind": pa.array([hist, cf, cf, cf, cf, cf, cf, content], pa.int8()),
-            "score": [None, 2.0, 1.0, 1.0, 3.0, 1.0, 0.5, 0.3],
+            # One history row per (user, product); one row of lists per user and candidate source.
+            "user_id": ["u1", "u1", "u3", "u2", "u2"],
+            "product_id": ["a", None, None, None, None],
+            "kind": pa.array([hist, cf, cf, cf, content], pa.int8()),
             "purchased": [True, *none],
             "viewed": [True, *none],
+            "product_ids": [None, ["a", "ghost"], ["b", "ghost"], ["b", "c"], ["b"]],
+            "scores": [None, [2.0, 1.0], [1.0, 3.0], [1.0, 0.5], [0.3]],
         }
     )
     cfg = BlendConfig(cold_start_min_interactions=0)

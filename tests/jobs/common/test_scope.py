@@ -10,7 +10,7 @@ from jobs.common.scope import check_scope, read_scope, written_scope
 
 pytestmark = [pytest.mark.spark]
 
-CANDS = "user_id string, product_id string, score float"
+CANDS = "user_id string, product_ids array<string>, scores array<float>"
 
 
 def test_read_scope_tags_the_users_table_with_its_version(spark, lake_root) -> None:
@@ -34,7 +34,7 @@ def test_read_scope_names_the_path_and_the_missing_column(spark, lake_root) -> N
 
 def test_written_scope_is_the_tag_of_the_last_write(spark, lake_root) -> None:
     path = str(lake_root / "cf_candidates")
-    rows = spark.createDataFrame([("u1", "p1", 0.5)], CANDS)
+    rows = spark.createDataFrame([("u1", ["p1"], [0.5])], CANDS)
     lake.overwrite_version(rows, path)
     assert written_scope(spark, path) is None
     lake.overwrite_version(rows, path, user_metadata="users:/lake/rescored_users@v4")
@@ -45,7 +45,7 @@ def test_written_scope_is_the_tag_of_the_last_write(spark, lake_root) -> None:
 
 def test_check_scope_stops_a_blend_of_other_users(spark, lake_root) -> None:
     path = str(lake_root / "content_candidates")
-    rows = spark.createDataFrame([("u1", "p1", 0.5)], CANDS)
+    rows = spark.createDataFrame([("u1", ["p1"], [0.5])], CANDS)
     lake.overwrite_version(rows, path)
     # Every user's candidates: fine for any blend, and the written scope returned is None.
     assert check_scope(spark, path, table="content_candidates", job="content", scope=None) is None

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
+from jobs.common.candidate_lists import to_rows
 from jobs.common.chunks import whole_key_chunks
 from jobs.common.confidence import interaction_confidence
 from jobs.content.candidates import catalogue_arrays, content_candidates_broadcast
@@ -77,10 +78,11 @@ def both_paths(
         active_since=active_since,
         chunk_rows=chunk_rows,
     )
+    assert got.columns == ["user_id", "product_ids", "scores"]
     cols = ["user_id", "product_id", "score", "rank"]
     return (
         want.select(*cols).orderBy("user_id", "rank").toPandas(),
-        got.select(*cols).orderBy("user_id", "rank").toPandas(),
+        to_rows(got).select(*cols).orderBy("user_id", "rank").toPandas(),
     )
 
 

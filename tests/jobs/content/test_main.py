@@ -52,8 +52,12 @@ def test_outputs_runs_and_new_product_gets_neighbours(spark, lake_root):
     first = lake.read_table(spark, path("item_neighbors"))
     assert first.columns == ["product_id", "neighbor_id", "score", "rank", "model_version"]
     assert {r["product_id"] for r in first.collect()} == {p[0] for p in PRODUCTS}
-    cands = lake.read_table(spark, path("content_candidates")).where(F.col("user_id") == "u1").collect()
-    assert cands and "a1" not in {r["product_id"] for r in cands}
+    table = lake.read_table(spark, path("content_candidates"))
+    assert table.columns == ["user_id", "product_ids", "scores", "model_version"]
+    [u1] = table.where(F.col("user_id") == "u1").collect()  # one row per user, candidates best first
+    assert u1["product_ids"] and "a1" not in u1["product_ids"]  # a1 is purchased
+    assert u1["scores"] == sorted(u1["scores"], reverse=True)
+    n_candidates = sum(len(r["product_ids"]) for r in table.collect())
 
     new = [("a9", "green cotton shirt", "Clothes", "acme", 11.0, True, NOW)]
     lake.merge_upsert(
@@ -75,6 +79,7 @@ def test_outputs_runs_and_new_product_gets_neighbours(spark, lake_root):
     metrics = json.loads(runs[1]["metrics"])
     assert metrics["neighbors_recall"] == pytest.approx(1.0)
     assert json.loads(runs[1]["row_counts"])["item_neighbors"] == 30
+    assert json.loads(runs[0]["row_counts"])["content_candidates"] == n_candidates
     assert set(json.loads(runs[1]["timings"])) >= {"features", "similar_items", "recall_check"}
     assert json.loads(runs[1]["params"])["top_k"] == load_config().content.top_k
 

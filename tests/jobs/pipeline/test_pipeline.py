@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 
 from jobs.blend.main import run_blend
 from jobs.common import lake
+from jobs.common.candidate_lists import to_rows
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
 from jobs.common.scope import written_scope
@@ -58,12 +59,10 @@ def seed_lake(spark, cfg: Config) -> None:
     ).write.format("delta").save(cfg.table_path(lake.INTERACTIONS))
     spark.createDataFrame(
         [
-            ("u1", "p3", 0.9, 1, "als-1"),
-            ("u1", "p4", 0.5, 2, "als-1"),
-            ("u2", "p1", 0.8, 1, "als-1"),
-            ("u2", "p5", 0.3, 2, "als-1"),
+            ("u1", ["p3", "p4"], [0.9, 0.5], "als-1"),
+            ("u2", ["p1", "p5"], [0.8, 0.3], "als-1"),
         ],
-        "user_id string, product_id string, score float, rank int, model_version string",
+        "user_id string, product_ids array<string>, scores array<float>, model_version string",
     ).write.format("delta").save(cfg.table_path(lake.CF_CANDIDATES))
 
 
@@ -160,7 +159,7 @@ def test_incremental_run_scores_candidates_of_its_users_only(spark, lake_root, r
     tag = f"users:{cfg.table_path(lake.RESCORED_USERS)}@v0"
     for path in paths.values():
         assert users_of(path) == {"u2"} and written_scope(spark, path) == tag
-        bought = lake.read_table(spark, path).where(F.col("product_id").isin("p1", "p3")).count()
+        bought = to_rows(lake.read_table(spark, path)).where(F.col("product_id").isin("p1", "p3")).count()
         assert bought == 0
     recs = lake.read_table(spark, cfg.table_path(lake.RECOMMENDATIONS))
     assert {r["user_id"] for r in recs.collect()} == {"u1", "u2", "u3"}  # the others keep their lists

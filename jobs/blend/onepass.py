@@ -359,7 +359,7 @@ def _flat_rows(rows: pa.Table) -> tuple[pa.Array, np.ndarray, pa.Array, np.ndarr
     user_ids = users.take(pa.array(np.flatnonzero(np.diff(user, prepend=-1))))
     kind = _column(rows, COL_KIND).to_numpy(zero_copy_only=False).astype(np.int64)
     hist_rows, list_rows = np.flatnonzero(kind == HISTORY), pa.array(np.flatnonzero(kind != HISTORY))
-    history = rows.take(pa.array(hist_rows))
+    history = rows.select([S.COL_ITEM, B.COL_PURCHASED, B.COL_VIEWED]).take(pa.array(hist_rows))
     ids = _column(rows, COL_PRODUCT_IDS).take(list_rows)
     scores = _column(rows, COL_SCORES).take(list_rows)
     lengths = pc.fill_null(pc.list_value_length(ids), 0).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -99,12 +99,15 @@ def list_batch(
 
 
 def candidate_counts(lists: DataFrame) -> dict[str, int]:
-    """``rows`` (candidates), ``users`` and distinct ``products`` of a candidate table.
+    """``rows`` (candidates), ``users`` and distinct ``products`` of a candidate table, in one pass (no list
+    is empty: a user without candidates has no row).
 
     Example:
         >>> candidate_counts(lake.read_table(spark, path))["users"]
     """
-    sizes = lists.agg(F.count(F.lit(1)).alias("users"), F.sum(F.size(COL_PRODUCT_IDS)).alias("rows")).first()
-    products = lists.select(F.explode(COL_PRODUCT_IDS).alias("_p")).agg(F.countDistinct("_p")).first()
-    assert sizes is not None and products is not None  # an aggregate always has one row
-    return {"rows": int(sizes["rows"] or 0), "users": int(sizes["users"]), "products": int(products[0])}
+    flat = lists.select(S.COL_USER, F.explode(COL_PRODUCT_IDS).alias("_p"))
+    row = flat.agg(
+        F.count(F.lit(1)).alias("rows"), F.countDistinct(S.COL_USER).alias("users"), F.countDistinct("_p")
+    ).first()
+    assert row is not None  # an aggregate always has one row
+    return {"rows": int(row[0]), "users": int(row[1]), "products": int(row[2])}

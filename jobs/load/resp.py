@@ -55,6 +55,32 @@ def del_commands(keys: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(b"*2\r\n$3\r\nDEL\r\n$", _length_prefix(keys), b"\r\n", keys, b"\r\n", b"")
 
 
+def eval_commands(script: bytes, keys: pa.Array, elements: pa.Array, *, ttl: int) -> pa.Array:
+    """``EVAL script 1 key ttl element...`` per row as RESP, one binary element per command.
+
+    ``elements`` is a list array (one list of binary or string elements per key); a row with an empty list
+    still gets its command (the caller drops such rows first).
+
+    Example:
+        >>> eval_commands(b"return 1", pa.array([b"k"]), pa.array([["a"]]), ttl=60)[0].as_py()
+        b'*6\\r\\n$4\\r\\nEVAL\\r\\n$8\\r\\nreturn 1\\r\\n$1\\r\\n1\\r\\n$1\\r\\nk\\r\\n$2\\r\\n60\\r\\n$1\\r\\na\\r\\n'
+    """
+    if ttl <= 0:
+        raise ValueError(f"ttl must be positive, got {ttl}")
+    if elements.null_count or pc.list_flatten(elements).null_count:
+        raise ValueError("an EVAL element list holds a null")
+    flat = pc.list_flatten(elements).cast(pa.binary())
+    pieces = pc.binary_join_element_wise(b"$", _length_prefix(flat), b"\r\n", flat, b"\r\n", b"")
+    offsets = pc.subtract(elements.offsets, elements.offsets[0])
+    args = pc.binary_join(pa.ListArray.from_arrays(offsets, pieces), b"")
+    counts = pc.add(pc.list_value_length(elements), 5).cast(pa.string()).cast(pa.binary())
+    head = b"\r\n$4\r\nEVAL\r\n$%d\r\n%s\r\n$1\r\n1\r\n$" % (len(script), script)
+    ttl_arg = b"\r\n$%d\r\n%d\r\n" % (len(str(ttl)), ttl)
+    return pc.binary_join_element_wise(
+        b"*", counts, head, _length_prefix(keys), b"\r\n", keys, ttl_arg, args, b""
+    )
+
+
 def _buffers(commands: pa.Array) -> tuple[memoryview, list[int]]:
     """The data buffer of a binary array and its offsets (as Python ints, relative to the buffer)."""
     bufs = commands.buffers()

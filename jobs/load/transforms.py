@@ -6,7 +6,7 @@ writer, so the key format lives in one module) and the value's fields. Lists are
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys import schema as S
@@ -116,26 +116,24 @@ def history_seeds(events: DataFrame, *, length: int) -> DataFrame:
     """Each user's ``length`` newest events as ``history:user`` elements, newest first.
 
     An element is the API's compact JSON ``{"p","e","q","t","i"}`` (product, event type, quantity, epoch
-    seconds, event id), so the API reads seeded and POSTed elements alike.
+    seconds, event id), so the API reads seeded and POSTed elements alike. The newest events come from
+    ``max_by(event, (ts, event_id), length)``, a top-k aggregate: each task keeps at most ``length`` events
+    per user before the shuffle, and a user with a million events costs ``length`` of them in memory.
+    ``(ts, event_id)`` is unique, so the order is deterministic.
 
     Example:
         >>> history_seeds(events, length=50)
     """
     if length <= 0:
         raise ValueError(f"length must be positive, got {length}")
-    w = Window.partitionBy(S.COL_USER).orderBy(F.col(S.COL_TS).desc(), F.col(S.COL_EVENT_ID).desc())
-    element = F.to_json(
-        F.struct(
-            F.col(S.COL_ITEM).alias("p"),
-            F.col(S.COL_EVENT_TYPE).alias("e"),
-            F.col(S.COL_QUANTITY).alias("q"),
-            F.unix_timestamp(S.COL_TS).alias("t"),
-            F.col(S.COL_EVENT_ID).alias("i"),
-        )
+    event = F.struct(
+        F.col(S.COL_ITEM).alias("p"),
+        F.col(S.COL_EVENT_TYPE).alias("e"),
+        F.col(S.COL_QUANTITY).alias("q"),
+        F.unix_timestamp(S.COL_TS).alias("t"),
+        F.col(S.COL_EVENT_ID).alias("i"),
     )
-    newest = events.withColumn("_pos", F.row_number().over(w)).where(F.col("_pos") <= length)
-    return (
-        newest.groupBy(S.COL_USER)
-        .agg(F.sort_array(F.collect_list(F.struct(F.col("_pos"), element.alias("_e")))).alias("_l"))
-        .select(F.col(S.COL_USER).alias(COL_ID), F.col("_l._e").alias(COL_ELEMENTS))
-    )
+    newest = F.max_by(event, F.struct(F.col(S.COL_TS), F.col(S.COL_EVENT_ID)), length)
+    return events.groupBy(S.COL_USER).agg(
+        F.transform(newest, lambda e: F.to_json(e)).alias(COL_ELEMENTS)
+    ).withColumnRenamed(S.COL_USER, COL_ID)

@@ -10,11 +10,11 @@ Every key is written by exactly one command, so a reader sees the old value or t
 
 Lists are encoded a whole Arrow batch at a time (:func:`recsys.batch_encoding.encode_lists`). On a single
 node their ``SET``/``DEL`` commands go out as pre-built RESP, one ``sendall`` per pipeline of
-``pipeline_size`` commands, replies read in bulk (:mod:`jobs.load.resp`); in cluster mode, and for product
-hashes and history seeds (a small share of the keys), through redis-py pipelines (``transaction=False``: no
-MULTI, no cross-key atomicity, which the contract does not need). A connection error or timeout (a Redis
-restart, a failover) retries the whole pipeline with exponential backoff; every command is idempotent, so a
-replay is harmless.
+``pipeline_size`` commands, replies read in bulk (:mod:`jobs.load.resp`), and so do the history seeds'
+``EVAL`` commands; in cluster mode, and for product hashes (a small share of the keys), through redis-py
+pipelines (``transaction=False``: no MULTI, no cross-key atomicity, which the contract does not need). A
+connection error or timeout (a Redis restart, a failover) retries the whole pipeline with exponential
+backoff; every command is idempotent, so a replay is harmless.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.load import resp
-from jobs.load.transforms import COL_IDS_JOINED
+from jobs.load.transforms import COL_ELEMENTS, COL_IDS_JOINED
 from recsys import keys, redis_client
 from recsys import schema as S
 from recsys.batch_encoding import encode_lists, list_counts
@@ -44,8 +44,12 @@ log = logging.getLogger(__name__)
 
 KINDS: tuple[str, ...] = ("user", "similar", "popular", "product", "history")
 LIST_KINDS: tuple[str, ...] = ("user", "similar", "popular")
-# Key prefixes of the list kinds whose key is prefix + a checked id (built for a whole batch at once).
-_ID_PREFIXES: dict[str, str] = {"user": keys.PREFIX_USER_RECS, "similar": keys.PREFIX_SIMILAR}
+# Key prefixes of the kinds whose key is prefix + a checked id (built for a whole batch at once).
+_ID_PREFIXES: dict[str, str] = {
+    "user": keys.PREFIX_USER_RECS,
+    "similar": keys.PREFIX_SIMILAR,
+    "history": keys.PREFIX_HISTORY,
+}
 STATS_COLUMNS: tuple[str, ...] = ("keys", "deleted", "value_bytes", "retries", "server_ids")
 STATS_ARROW_SCHEMA = pa.schema([(c, pa.int64()) for c in STATS_COLUMNS[:-1]] + [("server_ids", pa.string())])
 Frame = pd.DataFrame | pa.RecordBatch
@@ -57,6 +61,7 @@ redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
 """
+_SEED_HISTORY_BYTES = SEED_HISTORY.encode()
 
 
 @dataclass(frozen=True)
@@ -133,9 +138,9 @@ def commands(pdf: pd.DataFrame, *, kind: str, ttl: int | None) -> Iterator[tuple
 
 
 def list_keys(ids: pa.Array, *, kind: str) -> pa.Array:
-    """The key of each row of a list batch, as binary; a bad id raises ``ValidationError`` naming it.
+    """The key of each row of a batch, as binary; a bad id raises ``ValidationError`` naming it.
 
-    ``user`` and ``similar`` keys are built for the whole batch when every id passes the id rule checked by
+    ``user``, ``similar`` and ``history`` keys are built for the whole batch when every id passes the id rule checked by
     Arrow; otherwise (and for ``popular``, a handful of rows) each key comes from :mod:`recsys.keys`.
     """
     prefix = _ID_PREFIXES.get(kind)
@@ -165,7 +170,7 @@ class _Flusher:
             self.server_ids.add(server_id(self.client))
 
     def flush(self, batch: list[tuple[Any, ...]]) -> None:
-        """Sends ``batch`` in one redis-py pipeline (cluster mode, product hashes, history seeds)."""
+        """Sends ``batch`` in one redis-py pipeline (cluster mode, product hashes)."""
         if not batch:
             return
 
@@ -234,6 +239,28 @@ def _write_lists(
     return len(set_keys), len(del_keys), nbytes
 
 
+def _write_history(
+    batch: pa.RecordBatch, *, ttl: int, flusher: _Flusher, sender: resp.RespSender
+) -> int:
+    """Seeds the histories of one batch of ``id, elements`` rows as pre-built ``EVAL`` RESP; returns the keys sent.
+
+    A row without elements sends nothing (``RPUSH`` needs one), as in :func:`commands`.
+    """
+    if ttl <= 0:
+        raise ValueError(f"history needs a positive ttl, got {ttl}")
+    elements = batch.column(COL_ELEMENTS)
+    if elements.null_count:
+        elements = pc.fill_null(elements, pa.scalar([], elements.type))
+    nonempty = pc.greater(pc.list_value_length(elements), 0)
+    ids = batch.column("id")
+    if not pc.all(nonempty).as_py():
+        ids, elements = ids.filter(nonempty), elements.filter(nonempty)
+    cmds = resp.eval_commands(_SEED_HISTORY_BYTES, list_keys(ids, kind="history"), elements, ttl=ttl)
+    for chunk, n in resp.chunks(cmds, flusher.target.pipeline_size):
+        flusher.attempt(functools.partial(sender.send, chunk, n=n, reply=resp.COUNT))
+    return len(ids)
+
+
 def write_rows(
     frames: Iterable[Frame], *, kind: str, ttl: int | None, target: Target, client: Any | None = None
 ) -> dict[str, Any]:
@@ -266,6 +293,15 @@ def write_rows(
         finally:
             if sender is not None:
                 sender.close()
+    elif kind == "history" and not target.cluster:
+        if ttl is None or ttl <= 0:
+            raise ValueError(f"history needs a positive ttl, got {ttl}")
+        history_sender = resp.RespSender(flusher.client)
+        try:
+            for frame in frames:
+                written += _write_history(_as_batch(frame), ttl=ttl, flusher=flusher, sender=history_sender)
+        finally:
+            history_sender.close()
     else:
         batch: list[tuple[Any, ...]] = []
         for frame in frames:

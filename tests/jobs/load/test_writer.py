@@ -80,3 +80,40 @@ def test_write_rows_from_arrow_batches_sets_deletes_and_counts(redis_server: str
     assert u1.product_ids == ["p1", "p2"] and u1.sources.tolist() == [1, 4] and u1.created_at == 1.5
     assert stats["value_bytes"] == sum(len(redis_client.get(k)) for k in redis_client.keys("*"))
     assert 3500 < redis_client.ttl("recommendations:user:u3") <= 3600
+
+
+def test_eval_commands_are_the_bytes_redis_py_packs() -> None:
+    script = b"return redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))"
+    ks = pa.array([b"history:user:u1", b"history:user:u2", b"history:user:u3"], pa.binary())
+    elements = pa.array([['{"p":"\u00e9"}', "x" * 300], ["b"], ["c", "d", "e"]])
+    got = resp.eval_commands(script, ks, elements.slice(0, 3), ttl=7200).to_pylist()
+    rows = zip(ks.to_pylist(), elements.to_pylist(), strict=True)
+    assert got == [hiredis.pack_command(("EVAL", script, 1, k, 7200, *e)) for k, e in rows]
+    # A slice of a list array starts its values at an offset: the commands still hold the sliced rows only.
+    assert resp.eval_commands(script, ks.slice(1), elements.slice(1), ttl=60).to_pylist() == [
+        hiredis.pack_command(("EVAL", script, 1, k, 60, *e))
+        for k, e in zip(ks.to_pylist()[1:], elements.to_pylist()[1:], strict=True)
+    ]
+    with pytest.raises(ValueError, match="null"):
+        resp.eval_commands(script, ks.slice(0, 1), pa.array([["a", None]]), ttl=60)
+
+
+def test_write_rows_seeds_history_through_resp_and_keeps_existing_lists(redis_server: str, redis_client) -> None:
+    redis_client.rpush("history:user:u2", "from-the-api")
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "id": ["u0", "u1", "u2", "u3", "u4"],
+            "elements": pa.array([["x"], ["e2", "e1"], ["lake"], [], None], pa.list_(pa.string())),
+        }
+    )
+    target = Target(redis_server, False, 2.0, pipeline_size=2)
+    stats = write_rows([batch.slice(1)], kind="history", ttl=600, target=target)
+    assert stats["keys"] == 2 and stats["retries"] == 0  # u1 and u2 were sent; u3 and u4 have no elements
+    assert sorted(redis_client.keys("*")) == [b"history:user:u1", b"history:user:u2"]
+    assert redis_client.lrange("history:user:u1", 0, -1) == [b"e2", b"e1"]
+    assert redis_client.lrange("history:user:u2", 0, -1) == [b"from-the-api"]
+    assert 590 < redis_client.ttl("history:user:u1") <= 600
+    assert redis_client.ttl("history:user:u2") == -1  # an existing list keeps what it had, TTL included
+    with pytest.raises(ValidationError, match="user_id"):
+        bad = pa.RecordBatch.from_pydict({"id": ["bad id"], "elements": [["e"]]})
+        write_rows([bad], kind="history", ttl=600, target=target)

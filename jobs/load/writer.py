@@ -140,8 +140,8 @@ def commands(pdf: pd.DataFrame, *, kind: str, ttl: int | None) -> Iterator[tuple
 def list_keys(ids: pa.Array, *, kind: str) -> pa.Array:
     """The key of each row of a batch, as binary; a bad id raises ``ValidationError`` naming it.
 
-    ``user``, ``similar`` and ``history`` keys are built for the whole batch when every id passes the id rule checked by
-    Arrow; otherwise (and for ``popular``, a handful of rows) each key comes from :mod:`recsys.keys`.
+    ``user``, ``similar`` and ``history`` keys are built for the whole batch when every id passes the id rule
+    checked by Arrow; otherwise (and for ``popular``, a handful of rows) each key comes from :mod:`recsys.keys`.
     """
     prefix = _ID_PREFIXES.get(kind)
     if prefix is not None and not ids.null_count and len(ids):
@@ -242,12 +242,10 @@ def _write_lists(
 def _write_history(
     batch: pa.RecordBatch, *, ttl: int, flusher: _Flusher, sender: resp.RespSender
 ) -> int:
-    """Seeds the histories of one batch of ``id, elements`` rows as pre-built ``EVAL`` RESP; returns the keys sent.
+    """Seeds one batch of ``id, elements`` rows as pre-built ``EVAL`` RESP; returns the keys sent.
 
     A row without elements sends nothing (``RPUSH`` needs one), as in :func:`commands`.
     """
-    if ttl <= 0:
-        raise ValueError(f"history needs a positive ttl, got {ttl}")
     elements = batch.column(COL_ELEMENTS)
     if elements.null_count:
         elements = pc.fill_null(elements, pa.scalar([], elements.type))

@@ -50,6 +50,8 @@ STATS_SCHEMA = T.StructType(
     ]
 )
 MEMORY_SAMPLE = 200
+# The kinds that read no blend output: the pipeline loads them alongside the ALS fit.
+EARLY_KINDS: tuple[str, ...] = ("similar", "popular", "product", "history")
 
 
 @dataclass
@@ -64,6 +66,8 @@ class LoadOutcome:
     retries: int = 0
     rounds: int = 0
     model_version: str = ""
+    server_id: str = ""
+    kinds: tuple[str, ...] = ()
 
     @property
     def total_keys(self) -> int:
@@ -116,19 +120,35 @@ def write_kind(df: DataFrame, *, kind: str, ttl: int | None, target: Target) -> 
 
 
 def _frames(
-    spark: SparkSession, cfg: Config, kinds: Sequence[str], version: str | None, now: float
+    spark: SparkSession,
+    cfg: Config,
+    kinds: Sequence[str],
+    version: str | None,
+    now: float,
+    *,
+    history_users: DataFrame | None = None,
+    needs_recs: bool = True,
 ) -> tuple[dict[str, tuple[DataFrame, int | None]], str]:
+    """The rows and TTL of each kind, and the model version the load reports.
+
+    ``needs_recs`` False: the recommendations table is read only when a kind needs it (a load of the keys that
+    read no blend output, which runs before the blend of the run has written it).
+    """
     rpath = cfg.table_path(lake.RECOMMENDATIONS)
-    if not lake.table_exists(spark, rpath):
-        raise JobError(f"no recommendations table at {rpath}: run blend first")
-    recs = lake.read_table(spark, rpath)
-    if version is not None:
-        recs = recs.where(F.col("model_version") == version)
-    model_version = version or (recs.agg(F.max("model_version")).first()[0] or "")
+    scoped_history = "history" in kinds and version is not None and history_users is None
+    recs = None
+    if needs_recs or "user" in kinds or scoped_history:
+        if not lake.table_exists(spark, rpath):
+            raise JobError(f"no recommendations table at {rpath}: run blend first")
+        recs = lake.read_table(spark, rpath)
+        if version is not None:
+            recs = recs.where(F.col("model_version") == version)
+    model_version = version or ("" if recs is None else recs.agg(F.max("model_version")).first()[0] or "")
     events = lake.read_table(spark, cfg.table_path(lake.INTERACTIONS))
     ttl, long_ttl = cfg.redis.ttl_seconds, cfg.redis.long_ttl_seconds
     frames: dict[str, tuple[DataFrame, int | None]] = {}
     if "user" in kinds:
+        assert recs is not None  # read above whenever "user" is loaded
         frames["user"] = (tr.user_lists(recs), ttl)
     if "similar" in kinds and lake.table_exists(spark, cfg.table_path(SIMILAR_ITEMS)):
         frames["similar"] = (
@@ -147,7 +167,12 @@ def _frames(
     if "product" in kinds:
         frames["product"] = (tr.product_hashes(lake.read_table(spark, cfg.table_path(lake.PRODUCTS))), None)
     if "history" in kinds:
-        scope = events if version is None else events.join(recs.select(S.COL_USER), S.COL_USER, "left_semi")
+        if history_users is not None:
+            scope = events.join(history_users.select(S.COL_USER), S.COL_USER, "left_semi")
+        elif version is not None and recs is not None:
+            scope = events.join(recs.select(S.COL_USER), S.COL_USER, "left_semi")
+        else:
+            scope = events
         frames["history"] = (
             tr.history_seeds(scope, length=cfg.redis.history_seed_length),
             cfg.serving.history_ttl_s,
@@ -182,8 +207,17 @@ def run_load(
     stages: Stages,
     version: str | None = None,
     kinds: Sequence[str] = KINDS,
+    history_users: DataFrame | None = None,
+    after: LoadOutcome | None = None,
+    finish: bool = True,
 ) -> LoadOutcome:
     """Loads the lake's serving tables into Redis and writes ``model:current`` last.
+
+    A load can come in two parts (the pipeline loads the keys that read no blend output, :data:`EARLY_KINDS`,
+    alongside the ALS fit, and the user lists after the blend): the first with ``finish=False``, the second
+    with the first's outcome as ``after``. The second loads the first's kinds again when the server restarted
+    since the first began (its ``run_id`` changed) or restarts during the second, and writes ``model:current``
+    only once both are complete.
 
     Args:
         spark: The session.
@@ -191,9 +225,13 @@ def run_load(
         stages: Progress and timings.
         version: Load only the users of this blend ``model_version`` (an incremental run).
         kinds: The key kinds to load (:data:`jobs.load.writer.KINDS`).
+        history_users: ``user_id`` of the users whose history seeds to load (default: the users of
+            ``version``, or everyone).
+        after: The outcome of the first part of this load, whose counts are part of the outcome.
+        finish: Write ``model:current`` and sample the memory per user (False for a first part).
 
     Returns:
-        Counts, bytes per user and the number of rounds.
+        Counts, bytes per user, the number of rounds, and the kinds and server id of the load.
     """
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
@@ -204,14 +242,30 @@ def run_load(
         before = server_id(client)
     except Exception as exc:  # noqa: BLE001 - any failure to reach Redis ends the job with one line
         raise JobError(f"cannot reach Redis at {cfg.redis.url}: {exc}") from exc
-    frames, model_version = _frames(spark, cfg, kinds, version, time.time())
+    earlier = [k for k in (after.kinds if after is not None else ()) if k not in kinds]
+    frames, model_version = _frames(
+        spark, cfg, [*kinds, *earlier], version, time.time(), history_users=history_users, needs_recs=finish
+    )
     # Listed once, so a replayed round writes the same snapshot.
     user_files = _user_files(spark, cfg) if "user" in frames else None
-    out = LoadOutcome(model_version=model_version)
+    out = LoadOutcome(model_version=model_version, server_id=before, kinds=tuple(kinds))
+    if after is not None:
+        out.keys, out.retries = dict(after.keys), after.retries
+        out.deleted, out.users, out.value_bytes_per_user = after.deleted, after.users, after.value_bytes_per_user
+    todo = [k for k in kinds if k in frames]
+    if after is not None and before != after.server_id:
+        log.warning(
+            "Redis restarted since the load of %s began (server ids %s -> %s): loading them again",
+            ",".join(earlier),
+            after.server_id,
+            before,
+        )
+        todo += [k for k in earlier if k in frames]
     for round_no in range(1, MAX_ROUNDS + 1):
         out.rounds = round_no
         seen = {before}
-        for kind, (df, ttl) in frames.items():
+        for kind in todo:
+            df, ttl = frames[kind]
             try:
                 with stages(f"load_{kind}" if round_no == 1 else f"load_{kind}_round{round_no}"):
                     if kind == "user" and user_files is not None:
@@ -237,8 +291,13 @@ def run_load(
             "Redis restarted during the load (server ids %s -> %s): loading again", sorted(seen), now_id
         )
         before = now_id
+        # The first part's keys were lost with the others: this round writes them too.
+        todo += [k for k in earlier if k in frames and k not in todo]
     else:
         raise JobError(f"Redis restarted during each of {MAX_ROUNDS} load rounds: the load is incomplete")
+    if not finish:
+        client.close()
+        return out
     if "user" in frames and out.users:
         sample = [
             r[0]

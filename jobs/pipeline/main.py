@@ -2,9 +2,11 @@
 
 Incremental by default: the users rescored are those with interactions ingested after the previous
 pipeline run's watermark (kept in the ``runs`` table), plus users whose stored list shows a product updated
-since then; ``--full`` rescores everyone. The als stage runs alongside the content stage and the blend's
-inputs (popular lists, item-kNN neighbours, similar items), which read no ALS output, in two threads of the
-one Spark session (:func:`run_branches`; ``--serial`` runs them one after another). The als and content
+since then; ``--full`` rescores everyone. The als stage runs alongside the content stage, the blend's
+inputs (popular lists, item-kNN neighbours, similar items) and the load of the keys that read no blend output
+(similar items, popular lists, products, history seeds), in two threads of the one Spark session
+(:func:`run_branches`; ``--serial`` runs them one after another); the user lists and ``model:current`` are
+loaded after the blend, and a Redis restart in between makes that load write the early keys again. The als and content
 stages of an incremental run write candidates for those users only (``--users``, :mod:`jobs.common.scope`):
 ALS folds them in against the stored item factors until the fit is ``als.refit_every_days`` old, then fits
 on all data again, and the content neighbours are reused while the products table is unchanged
@@ -36,7 +38,8 @@ from jobs.common.errors import JobError
 from jobs.common.progress import Stages
 from jobs.common.runs import model_version, write_run_record
 from jobs.common.scope import read_scope
-from jobs.load.main import run_load
+from jobs.load.main import EARLY_KINDS, LoadOutcome, run_load
+from jobs.load.writer import KINDS
 from jobs.pipeline import transforms as tr
 from recsys import schema as S
 from recsys.batch_metrics import push_run_metrics
@@ -341,15 +344,31 @@ def run_pipeline(
             else:
                 runner(name, scoped + forced.get(name, []), cfg, spark)
 
+    load_skipped = "load" in skip
+    load_stages = Stages("load")
+    early: list[LoadOutcome] = []
+
     def content_and_blend_inputs() -> None:
         model("content")
         if not blend_skipped:
             with stages("blend"):
                 inputs.append(write_blend_inputs(spark, cfg, version=version, stages=blend_stages))
+        if not load_skipped:
+            # The keys that read no blend output (similar items, popular lists, products, history seeds) go
+            # out now, alongside the ALS fit; the user lists and model:current follow the blend.
+            with stages("load"):
+                early.append(
+                    run_load(
+                        spark, cfg, stages=load_stages, kinds=EARLY_KINDS, history_users=users, finish=False
+                    )
+                )
 
     run_branches(spark, {"als": lambda: model("als"), "content": content_and_blend_inputs}, serial=args.serial)
     if not args.serial:
-        out.notes["overlap"] = "als ran alongside content and the blend's popular, itemknn and similar steps"
+        out.notes["overlap"] = (
+            "als ran alongside content, the blend's popular, itemknn and similar steps and the load of "
+            "similar, popular, product and history keys"
+        )
     with stages("blend"):
         if blend_skipped:
             log.info("[pipeline] blend: skipped (--skip)")
@@ -369,10 +388,18 @@ def run_pipeline(
             )
             out.users_scored = blended.users
     with stages("load"):
-        if "load" in skip:
+        if load_skipped:
             log.info("[pipeline] load: skipped (--skip)")
         else:
-            loaded = run_load(spark, cfg, stages=Stages("load"), version=None if users is None else version)
+            loaded = run_load(
+                spark,
+                cfg,
+                stages=load_stages,
+                version=None if users is None else version,
+                kinds=tuple(k for k in KINDS if k not in EARLY_KINDS),
+                history_users=users,
+                after=early[0],
+            )
             out.keys_loaded = loaded.total_keys
             out.notes["bytes_per_user"] = f"{loaded.memory_bytes_per_user:.0f}"
     out.seconds = {name: stages.seconds[name] for name in STAGES if name in stages.seconds}

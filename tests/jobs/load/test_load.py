@@ -18,7 +18,7 @@ from jobs.blend.main import SIMILAR_ITEMS
 from jobs.common import lake
 from jobs.common.errors import JobError
 from jobs.common.progress import Stages
-from jobs.load.main import redis_error, run_load
+from jobs.load.main import EARLY_KINDS, redis_error, run_load
 from jobs.load.writer import Target, write_rows
 from recsys.config import Config, LakeConfig, RedisConfig, ServingConfig
 from recsys.encoding import SOURCE_BITS, decode_list
@@ -167,6 +167,41 @@ def test_incremental_load_touches_only_that_version(spark, lake_root, redis_serv
     assert got == ["history:user:u1", "model:current"]
     assert redis_client.lrange("history:user:u1", 0, -1) == [b'{"p":"p9","e":"view","q":1,"t":1.0,"i":"api"}']
     assert out.users == 0 and out.deleted == 1
+
+
+def test_a_load_in_two_parts_replays_the_first_after_a_redis_restart(spark, lake_root, tmp_path) -> None:
+    # The pipeline's way: the keys that read no blend output first, the user lists and model:current after.
+    port = free_port()
+    server = start_redis(port, tmp_path / "redis")
+    url = f"redis://127.0.0.1:{port}/0"
+    cfg = make_config(lake_root, url)
+    write_lake(spark, cfg)
+    client = redis.Redis.from_url(url)
+    try:
+        only_u2 = spark.createDataFrame([("u2",)], "user_id string")
+        first = run_load(spark, cfg, stages=Stages("load"), kinds=EARLY_KINDS, history_users=only_u2, finish=False)
+        got = sorted(k.decode() for k in client.keys("*"))
+        later = ("recommendations:", "model:", "history:user:u1")
+        assert got == sorted(k for k in LOADED_KEYS if not k.startswith(later))
+        assert first.keys == {"similar": 2, "popular": 2, "product": 3, "history": 1} and first.server_id
+        second_stages = Stages("load")
+        second = run_load(spark, cfg, stages=second_stages, kinds=("user",), history_users=only_u2, after=first)
+        assert sorted(second_stages.seconds) == ["load_user", "model_current"]  # nothing written twice
+        assert second.keys == {**first.keys, "user": 2, "model": 1} and second.rounds == 1
+        assert client.hget("model:current", "keys") == b"10"
+
+        first = run_load(spark, cfg, stages=Stages("load"), kinds=EARLY_KINDS, finish=False)
+        stop_redis(server)  # no persistence: the first part's keys are gone
+        server = start_redis(port, tmp_path / "redis")
+        again = Stages("load")
+        second = run_load(spark, cfg, stages=again, kinds=("user",), after=first)
+        assert sorted(k.decode() for k in client.keys("*")) == sorted(LOADED_KEYS)
+        assert set(again.seconds) == {f"load_{k}" for k in ("user", *EARLY_KINDS)} | {"model_current"}
+        assert second.keys == {"user": 2, "similar": 2, "popular": 2, "product": 3, "history": 2, "model": 1}
+        assert second.server_id != first.server_id
+    finally:
+        client.close()
+        stop_redis(server)
 
 
 def test_writer_retries_through_a_redis_restart(tmp_path: Path) -> None:

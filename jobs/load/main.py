@@ -248,10 +248,9 @@ def run_load(
     )
     # Listed once, so a replayed round writes the same snapshot.
     user_files = _user_files(spark, cfg) if "user" in frames else None
-    out = LoadOutcome(model_version=model_version, server_id=before, kinds=tuple(kinds))
-    if after is not None:
+    out = LoadOutcome(model_version=model_version, kinds=tuple(kinds))
+    if after is not None:  # a first part writes no user key: its keys and retries are all it adds
         out.keys, out.retries = dict(after.keys), after.retries
-        out.deleted, out.users, out.value_bytes_per_user = after.deleted, after.users, after.value_bytes_per_user
     todo = [k for k in kinds if k in frames]
     if after is not None and before != after.server_id:
         log.warning(
@@ -295,6 +294,7 @@ def run_load(
         todo += [k for k in earlier if k in frames and k not in todo]
     else:
         raise JobError(f"Redis restarted during each of {MAX_ROUNDS} load rounds: the load is incomplete")
+    out.server_id = before  # the server the complete round wrote to (a later part compares with it)
     if not finish:
         client.close()
         return out

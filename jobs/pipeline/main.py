@@ -6,11 +6,11 @@ since then; ``--full`` rescores everyone. The als stage runs alongside the conte
 inputs (popular lists, item-kNN neighbours, similar items) and the load of the keys that read no blend output
 (similar items, popular lists, products, history seeds), in two threads of the one Spark session
 (:func:`run_branches`; ``--serial`` runs them one after another); the user lists and ``model:current`` are
-loaded after the blend, and a Redis restart in between makes that load write the early keys again. The als and content
-stages of an incremental run write candidates for those users only (``--users``, :mod:`jobs.common.scope`):
-ALS folds them in against the stored item factors until the fit is ``als.refit_every_days`` old, then fits
-on all data again, and the content neighbours are reused while the products table is unchanged
-(``--refit`` recomputes both). The ingest reads only input files it has not ingested before
+loaded after the blend, and a Redis restart in between makes that load write the early keys again. The als
+and content stages of an incremental run write candidates for those users only (``--users``,
+:mod:`jobs.common.scope`): ALS folds them in against the stored item factors until the fit is
+``als.refit_every_days`` old, then fits on all data again, and the content neighbours are reused while the
+products table is unchanged (``--refit`` recomputes both). The ingest reads only input files it has not ingested before
 (``ingest --new-files-only``; ``--reingest`` reads them all). With no new data every stage reports
 "nothing to do" and nothing is written, not even a run record, so a rerun is cheap and idempotent.
 """

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from pyspark.sql import types as T
 from jobs.common import lake
 from jobs.common.progress import Stages
 from jobs.ingest import main as ingest
-from jobs.load.main import run_load
+from jobs.load.main import EARLY_KINDS, run_load
 from recsys.config import Config, LakeConfig
 from tests.conftest import free_port
 from tests.jobs.load.test_load import LOADED_KEYS, make_config, write_lake
@@ -34,6 +36,22 @@ INTERACTION_COLS = ["event_id", "user_id", "product_id", "event_type", "quantity
 
 
 # --- Redis restarted during a bulk load ------------------------------------------------------------------
+def _restart_on_first_key(
+    port: int, procs: list, tmp_path: Path, restarted: threading.Event, pattern: str = "*"
+) -> None:
+    """Kill the server once a key matching ``pattern`` exists, then start a new one on the port."""
+    probe = redis.Redis(port=port, socket_timeout=1)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not probe.keys(pattern):
+        time.sleep(0.005)
+    probe.close()
+    procs[-1].kill()  # the server dies while the load is writing
+    procs[-1].wait(timeout=10)
+    time.sleep(0.5)
+    procs.append(start_redis(port, tmp_path / "redis"))
+    restarted.set()
+
+
 @pytest.mark.redis
 def test_bulk_load_survives_a_redis_restart_and_ends_complete(spark, lake_root: Path, tmp_path: Path) -> None:
     port = free_port()
@@ -42,20 +60,7 @@ def test_bulk_load_survives_a_redis_restart_and_ends_complete(spark, lake_root: 
     cfg = make_config(lake_root, url)
     write_lake(spark, cfg)
     restarted = threading.Event()
-
-    def restart_on_first_key() -> None:
-        probe = redis.Redis.from_url(url, socket_timeout=1)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and probe.dbsize() == 0:
-            time.sleep(0.005)
-        probe.close()
-        procs[0].kill()  # the server dies while the load is writing
-        procs[0].wait(timeout=10)
-        time.sleep(0.5)
-        procs.append(start_redis(port, tmp_path / "redis"))
-        restarted.set()
-
-    watcher = threading.Thread(target=restart_on_first_key, daemon=True)
+    watcher = threading.Thread(target=_restart_on_first_key, args=(port, procs, tmp_path, restarted), daemon=True)
     watcher.start()
     try:
         out = run_load(spark, cfg, stages=Stages("load"))
@@ -67,6 +72,55 @@ def test_bulk_load_survives_a_redis_restart_and_ends_complete(spark, lake_root: 
         # again (out.rounds == 2), the writers retried through the outage (out.retries) instead of failing.
         assert got == sorted(LOADED_KEYS)
         assert out.rounds == 2 and out.keys["user"] == 2
+        assert client.hget("model:current", "keys") == b"11"
+        client.close()
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+
+
+class _RestartAfter(Stages):
+    """Stages that kill the Redis server once the stage ``name`` has written its keys, then start a new one."""
+
+    def __init__(self, name: str, port: int, procs: list, directory: Path) -> None:
+        super().__init__("load")
+        self.name, self.port, self.procs, self.directory = name, port, procs, directory
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        with super().__call__(name):
+            yield
+        if name == self.name:
+            self.procs[-1].kill()  # no persistence: every key written so far is gone
+            self.procs[-1].wait(timeout=10)
+            self.procs.append(start_redis(self.port, self.directory))
+
+
+@pytest.mark.redis
+def test_a_restart_during_the_second_part_of_the_load_writes_the_first_part_again(
+    spark, lake_root: Path, tmp_path: Path
+) -> None:
+    # The pipeline's two parts (jobs.pipeline): the first part's keys are complete, then the server dies
+    # once the second part has written the user lists; its next round writes both parts' keys.
+    port = free_port()
+    procs = [start_redis(port, tmp_path / "redis")]
+    url = f"redis://127.0.0.1:{port}/0"
+    cfg = make_config(lake_root, url)
+    write_lake(spark, cfg)
+    try:
+        first = run_load(spark, cfg, stages=Stages("load"), kinds=EARLY_KINDS, finish=False)
+        assert first.rounds == 1
+        stages = _RestartAfter("load_user", port, procs, tmp_path / "redis")
+        out = run_load(spark, cfg, stages=stages, kinds=("user",), after=first)
+        client = redis.Redis.from_url(url)
+        assert sorted(k.decode() for k in client.keys("*")) == sorted(LOADED_KEYS)
+        assert out.rounds == 2 and out.server_id != first.server_id and len(procs) == 2
+        # Round 1 wrote the user lists only; round 2 the user lists and the first part's kinds again.
+        assert set(stages.seconds) == {"load_user", "model_current"} | {
+            f"load_{k}_round2" for k in ("user", *EARLY_KINDS)
+        }
+        assert out.keys == {"user": 2, "similar": 2, "popular": 2, "product": 3, "history": 2, "model": 1}
         assert client.hget("model:current", "keys") == b"11"
         client.close()
     finally:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +23,7 @@ from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
 from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.util import inheritable_thread_target
 
 from jobs.common import lake
 from jobs.common.errors import JobError
@@ -191,20 +194,34 @@ def ingest_batch(
     use_gx: bool = True,
     max_age_days: int | None = None,
 ) -> IngestReport:
-    """Gates, upserts and quarantines one table's batch; fills and returns ``report``."""
+    """Gates, upserts and quarantines one table's batch; fills and returns ``report``.
+
+    The great-expectations suite is a report (the gates are the Spark rules, counted first), so it runs in a
+    thread alongside the MERGE and the quarantine: its many small Spark jobs fill the cores the MERGE's
+    planning and commit leave idle. The job waits for it before it returns, and its error, if any, is raised
+    then.
+    """
     table = report.table
     rules = rules_for(table, now=now, max_age_days=max_age_days or cfg.lake.max_event_age_days)
     stages = Stages(f"ingest {table}")
     tagged = tag_batch(df, table=table, rules=rules, source=source, derive_event_id=derive_event_id)
     tagged = tagged.persist(StorageLevel.MEMORY_AND_DISK)
+    gx: list[quality.SuiteResult | BaseException] = []
+
+    def validate() -> None:
+        try:
+            with stages("great-expectations"):
+                batch = TX.columns_for_validation(tagged, fields=PARSED_FIELDS[table])
+                gx.append(quality.validate(batch, name=table, rules=rules))
+        except BaseException as exc:  # raised in the job's thread once the writes are done
+            gx.append(exc)
+
+    suite = threading.Thread(target=inheritable_thread_target(validate), name=f"gx-{table}", daemon=True)
     try:
         with stages("quality"):
             count_batch(tagged, report)
         if use_gx:
-            with stages("great-expectations"):
-                batch = TX.columns_for_validation(tagged, fields=PARSED_FIELDS[table])
-                report.gx = quality.validate(batch, name=table, rules=rules)
-                _check_agreement(report)
+            suite.start()
         with stages("merge"):
             upsert(spark, cfg, tagged, report, now=now)
         if report.quarantined:
@@ -212,7 +229,14 @@ def ingest_batch(
                 rejects = TX.quarantine_rows(tagged, table=table, run_id=run_id, quarantined_at=now)
                 write_quarantine(spark, rejects, cfg.table_path(lake.QUARANTINE), table=table)
     finally:
+        if suite.is_alive():
+            suite.join()
         tagged.unpersist()
+    if gx:
+        if isinstance(gx[0], BaseException):
+            raise gx[0]
+        report.gx = gx[0]
+        _check_agreement(report)
     return report
 
 
@@ -229,23 +253,27 @@ def _check_agreement(report: IngestReport) -> None:
 
 
 def print_report(r: IngestReport) -> None:
-    """The job's answer: read, accepted (inserted, updated, unchanged), quarantined by rule, duplicates."""
-    print(f"{r.table} from {r.label}:")
-    print(f"  read              {r.read:>12,}")
-    print(
+    """The job's answer: read, accepted (inserted, updated, unchanged), quarantined by rule, duplicates.
+
+    Printed in one write, so the reports of two ingests running at the same time (the pipeline's) do not
+    interleave.
+    """
+    lines = [
+        f"{r.table} from {r.label}:",
+        f"  read              {r.read:>12,}",
         f"  accepted          {r.accepted:>12,}  (inserted {r.inserted:,}, updated {r.updated:,}, "
-        f"unchanged {r.unchanged:,})"
-    )
-    print(f"  quarantined       {r.quarantined:>12,}  ({r.quarantined_share:.2%} of distinct rows)")
-    for rule, n in sorted(r.by_rule.items(), key=lambda kv: (-kv[1], kv[0])):
-        print(f"    {rule:<24} {n:>10,}")
-    print(f"  exact duplicates  {r.exact_duplicates:>12,}  (dropped)")
+        f"unchanged {r.unchanged:,})",
+        f"  quarantined       {r.quarantined:>12,}  ({r.quarantined_share:.2%} of distinct rows)",
+    ]
+    lines += [f"    {rule:<24} {n:>10,}" for rule, n in sorted(r.by_rule.items(), key=lambda kv: (-kv[1], kv[0]))]
+    lines.append(f"  exact duplicates  {r.exact_duplicates:>12,}  (dropped)")
     if r.gx is not None:
         failed = {k: v for k, v in r.gx.unexpected.items() if v}
-        print(
+        lines.append(
             f"  great-expectations: {r.gx.evaluated} expectations, "
             f"{'all passed' if r.gx.success else f'{len(failed)} failed'}"
         )
+    sys.stdout.write("\n".join(lines) + "\n")
     if r.read != r.accepted + r.quarantined + r.exact_duplicates:  # pragma: no cover - holds by construction
         raise JobError(f"{r.table}: counts do not add up: {r}")
 

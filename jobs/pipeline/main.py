@@ -90,8 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--serial",
         action="store_true",
-        help="run als, then content, then the blend; by default als runs alongside content and the blend's "
-        "popular, item-kNN and similar-items steps (they read no ALS output)",
+        help="run each stage after the other; by default the products' ingest runs alongside the "
+        "interactions', and als alongside content, the blend's popular, item-kNN and similar-items steps and "
+        "the load of the keys that read no blend output",
     )
 
 
@@ -167,7 +168,7 @@ def run_job(name: str, argv: list[str], cfg: Config, spark: SparkSession) -> boo
 
 
 def ingest_argv(args: argparse.Namespace, cfg: Config) -> list[list[str]]:
-    """The ingest invocations of this run (products first, so availability is current for the blend)."""
+    """The ingest invocations of this run: products, then interactions (the order of ``--serial``)."""
     if args.preset:
         return [["--preset", args.preset]]
     from pathlib import Path
@@ -192,18 +193,28 @@ def run_ingest(
     spark: SparkSession,
     runner: Callable[[str, list[str], Config, SparkSession], bool],
 ) -> None:
-    """Runs the ingest calls, each reading only its input's new files (``--new-files-only``).
+    """Runs the ingest calls, each reading only its input's new files (``--new-files-only``), the products'
+    alongside the interactions' (:func:`run_branches`; one after the other with ``--serial``).
 
     A file is new when the ``ingested_files`` table does not record it with the same size and modification
     time; an input with no new file is not read at all. ``--reingest`` reads every file; a preset is always
-    read whole.
+    read whole. The two calls write different tables, and their ``ingested_files`` and quarantine rows go to
+    different partitions (:func:`jobs.ingest.ledger.record`), so neither fails the other's commit.
     """
     calls = ingest_argv(args, cfg)
     if not calls:
         log.info("[pipeline] ingest: no input given and no sample found: nothing to ingest")
-    for argv in calls:
+
+    def call(argv: list[str]) -> Callable[[], None]:
         new_only = not args.reingest and "--input" in argv
-        runner("ingest", argv + (["--new-files-only"] if new_only else []), cfg, spark)
+
+        def ingest() -> None:
+            runner("ingest", argv + (["--new-files-only"] if new_only else []), cfg, spark)
+
+        return ingest
+
+    names = [f"ingest-{argv[argv.index('--table') + 1]}" if "--table" in argv else "ingest" for argv in calls]
+    run_branches(spark, {name: call(argv) for name, argv in zip(names, calls, strict=True)}, serial=args.serial)
 
 
 def run_branches(spark: SparkSession, branches: dict[str, Callable[[], None]], *, serial: bool = False) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -183,9 +184,11 @@ def test_the_ingest_reads_only_files_not_ingested_before(spark, lake_root, tmp_p
     (events / "day-1.csv").write_text(header + "n1,u1,p3,purchase,2026-01-10\n")
     products.write_text("product_id,title,category\np1,P1,a\n")
     ran: list[tuple[str, list[str]]] = []
+    threads: dict[str, str] = {}
 
     def runner(name, argv, cfg_, spark_):  # the real ingest (without the gx report); ALS and content are seeded
         ran.append((name, argv))
+        threads[argv[1] if name == "ingest" else name] = threading.current_thread().name
         return run_job(name, [*argv, "--skip-gx"], cfg_, spark_) if name == "ingest" else True
 
     def ingested() -> list[str]:
@@ -194,10 +197,12 @@ def test_the_ingest_reads_only_files_not_ingested_before(spark, lake_root, tmp_p
 
     inputs = {"events": str(events), "products": str(products), "skip": ""}
     run_pipeline(args(**inputs), cfg, spark, runner=runner)
-    assert ran[:2] == [
-        ("ingest", ["--table", "products", "--input", str(products), "--new-files-only"]),
+    assert sorted(ran[:2]) == [  # at the same time, in either order
         ("ingest", ["--table", "interactions", "--input", str(events), "--new-files-only"]),
+        ("ingest", ["--table", "products", "--input", str(products), "--new-files-only"]),
     ]
+    assert threads["products"] == "pipeline-ingest-products"
+    assert threads["interactions"] == "pipeline-ingest-interactions"
     assert sorted(ran[2:]) == [("als", []), ("content", [])]  # at the same time, in either order
     assert ingested() == ["n1"]
 
@@ -222,8 +227,8 @@ def test_the_ingest_reads_only_files_not_ingested_before(spark, lake_root, tmp_p
     # --reingest reads every file again (and changes nothing).
     ran.clear()
     run_pipeline(args(**inputs, reingest=True), cfg, spark, runner=runner)
-    assert [argv for name, argv in ran if name == "ingest"] == [
-        ["--table", "products", "--input", str(products)],
+    assert sorted(argv for name, argv in ran if name == "ingest") == [
         ["--table", "interactions", "--input", str(events)],
+        ["--table", "products", "--input", str(products)],
     ]
     assert "read                         2" in capsys.readouterr().out

@@ -10,8 +10,9 @@ loaded after the blend, and a Redis restart in between makes that load write the
 and content stages of an incremental run write candidates for those users only (``--users``,
 :mod:`jobs.common.scope`): ALS folds them in against the stored item factors until the fit is
 ``als.refit_every_days`` old, then fits on all data again, and the content neighbours are reused while the
-products table is unchanged (``--refit`` recomputes both). The ingest reads only input files it has not ingested before
-(``ingest --new-files-only``; ``--reingest`` reads them all). With no new data every stage reports
+products table is unchanged (``--refit`` recomputes both). The ingest reads only input files it has not
+ingested before (``ingest --new-files-only``; ``--reingest`` reads them all), the products' alongside the
+interactions'. With no new data every stage reports
 "nothing to do" and nothing is written, not even a run record, so a rerun is cheap and idempotent.
 """
 

@@ -5,6 +5,7 @@ stream consumer killed mid-batch: test_stream_consumer_kill.py.)"""
 from __future__ import annotations
 
 import argparse
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -36,20 +37,18 @@ INTERACTION_COLS = ["event_id", "user_id", "product_id", "event_type", "quantity
 
 
 # --- Redis restarted during a bulk load ------------------------------------------------------------------
-def _restart_on_first_key(
-    port: int, procs: list, tmp_path: Path, restarted: threading.Event, pattern: str = "*"
-) -> None:
-    """Kill the server once a key matching ``pattern`` exists, then start a new one on the port."""
-    probe = redis.Redis(port=port, socket_timeout=1)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not probe.keys(pattern):
-        time.sleep(0.005)
-    probe.close()
-    procs[-1].kill()  # the server dies while the load is writing
+def _restart(port: int, procs: list[subprocess.Popen], directory: Path, *, down_s: float = 0.0) -> None:
+    """Kill the newest server (no persistence: its keys are gone) and start a new one on the port."""
+    procs[-1].kill()
     procs[-1].wait(timeout=10)
-    time.sleep(0.5)
-    procs.append(start_redis(port, tmp_path / "redis"))
-    restarted.set()
+    time.sleep(down_s)
+    procs.append(start_redis(port, directory))
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=10)
 
 
 @pytest.mark.redis
@@ -60,7 +59,17 @@ def test_bulk_load_survives_a_redis_restart_and_ends_complete(spark, lake_root: 
     cfg = make_config(lake_root, url)
     write_lake(spark, cfg)
     restarted = threading.Event()
-    watcher = threading.Thread(target=_restart_on_first_key, args=(port, procs, tmp_path, restarted), daemon=True)
+
+    def restart_on_first_key() -> None:
+        probe = redis.Redis.from_url(url, socket_timeout=1)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and probe.dbsize() == 0:
+            time.sleep(0.005)
+        probe.close()
+        _restart(port, procs, tmp_path / "redis", down_s=0.5)  # the server dies while the load is writing
+        restarted.set()
+
+    watcher = threading.Thread(target=restart_on_first_key, daemon=True)
     watcher.start()
     try:
         out = run_load(spark, cfg, stages=Stages("load"))
@@ -75,15 +84,13 @@ def test_bulk_load_survives_a_redis_restart_and_ends_complete(spark, lake_root: 
         assert client.hget("model:current", "keys") == b"11"
         client.close()
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=10)
+        _stop(procs)
 
 
 class _RestartAfter(Stages):
     """Stages that kill the Redis server once the stage ``name`` has written its keys, then start a new one."""
 
-    def __init__(self, name: str, port: int, procs: list, directory: Path) -> None:
+    def __init__(self, name: str, port: int, procs: list[subprocess.Popen], directory: Path) -> None:
         super().__init__("load")
         self.name, self.port, self.procs, self.directory = name, port, procs, directory
 
@@ -92,9 +99,7 @@ class _RestartAfter(Stages):
         with super().__call__(name):
             yield
         if name == self.name:
-            self.procs[-1].kill()  # no persistence: every key written so far is gone
-            self.procs[-1].wait(timeout=10)
-            self.procs.append(start_redis(self.port, self.directory))
+            _restart(self.port, self.procs, self.directory)
 
 
 @pytest.mark.redis
@@ -124,9 +129,7 @@ def test_a_restart_during_the_second_part_of_the_load_writes_the_first_part_agai
         assert client.hget("model:current", "keys") == b"11"
         client.close()
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=10)
+        _stop(procs)
 
 
 # --- A Spark write killed mid-way ------------------------------------------------------------------------

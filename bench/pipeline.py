@@ -7,8 +7,9 @@ For each size it generates a sample (``generate``: ``--events-per-user 30``, use
 products), runs ``pipeline --full`` (ingest, als, content, blend, load into a redis-server it starts on a
 free loopback port) in one Spark session on a fresh lake in a temp folder, then times the bare ALS fit
 (``build_als(cfg.als).fit``) on the training matrix of the same lake, cached and counted beforehand. The
-target is ``pipeline seconds / ALS fit seconds <= 2.5``. Then it runs the pipeline again, incrementally, on
-the same input files: no new data, so it must score no user and load no key; its seconds are the cost of a
+target is ``pipeline seconds / ALS fit seconds <= 2.5``. It prints the size on disk of the derived tables
+(files, bytes and bytes per entry, the figures of docs/scaling.md). Then it runs the pipeline again,
+incrementally, on the same input files: no new data, so it must score no user and load no key; its seconds are the cost of a
 scheduled run that finds nothing to do (``--no-rerun`` skips it). Last, the nightly case, twice: a new input
 file holds copies (new event ids) of the events of ``--new-share`` of the users (1%), and the pipeline runs
 incrementally: it ingests them (the new file only) and rescores those users only. The first time ALS folds
@@ -101,6 +102,47 @@ def bare_als_fit(spark, cfg: Config) -> float:
     model = build_als(cfg.als).fit(train)
     model.itemFactors.count()
     return time.perf_counter() - t0
+
+
+#: The tables whose size on disk bench/pipeline.py prints after the full run (docs/scaling.md uses them).
+SIZED_TABLES = (
+    lake.INTERACTIONS,
+    lake.PRODUCTS,
+    lake.ALS_USER_FACTORS,
+    lake.ALS_ITEM_FACTORS,
+    lake.CF_CANDIDATES,
+    lake.CONTENT_CANDIDATES,
+    lake.ITEM_NEIGHBORS,
+    lake.ITEMKNN_NEIGHBORS,
+    lake.RECOMMENDATIONS,
+)
+
+
+def table_sizes(spark, cfg: Config) -> list[tuple[str, int, int, int]]:
+    """``table, files, bytes, entries`` of the current version of each of :data:`SIZED_TABLES`; the entries of a
+    table of lists (one row per user, a ``product_ids`` array) are its list elements, of any other its rows."""
+    from delta.tables import DeltaTable
+
+    out = []
+    for name in SIZED_TABLES:
+        path = cfg.table_path(name)
+        if not lake.table_exists(spark, path):
+            continue
+        detail = DeltaTable.forPath(spark, path).detail().first()
+        df = lake.read_table(spark, path)
+        if "product_ids" in df.columns:
+            entries = int(df.agg(F.sum(F.size("product_ids"))).first()[0] or 0)
+        else:
+            entries = df.count()
+        out.append((name, int(detail["numFiles"]), int(detail["sizeInBytes"]), entries))
+    return out
+
+
+def print_table_sizes(n: int, sizes: list[tuple[str, int, int, int]]) -> None:
+    print(f"table sizes after the full run on {n:,} events (current Delta version; lists count their entries):")
+    for name, files, size, entries in sizes:
+        per = size / entries if entries else float("nan")
+        print(f"  {name:<20} {entries:>12,} entries {size / 1e6:>9.1f} MB in {files:>3} files = {per:6.1f} B each")
 
 
 def events_folder(cfg: Config) -> str:
@@ -230,6 +272,7 @@ def main() -> int:
             total = time.perf_counter() - t0
             fit = bare_als_fit(spark, cfg)
             print(summary.line(), flush=True)
+            print_table_sizes(n, table_sizes(spark, cfg))
             print(
                 f"{n:,} events: pipeline {total:.1f}s, bare ALS fit {fit:.1f}s, ratio {total / fit:.2f}",
                 flush=True,

@@ -4,21 +4,21 @@ First, untimed, the pipeline on a small sample (``--warm-up``, 30k events): the 
 the Python workers' imports are then warm for every timed size, as they are for the bare fit, which always
 runs after a pipeline in the same process (without it the first size paid the warm-up, docs/schedule.md).
 For each size it generates a sample (``generate``: ``--events-per-user 30``, users = events / 30, 20k
-products), runs ``pipeline --full`` (ingest, als, content, blend, load into a redis-server it starts on a
-free loopback port) in one Spark session on a fresh lake in a temp folder, then times the bare ALS fit
+products), runs ``pipeline --full`` (ingest, als, content, blend, load into a redis-server it starts on a free
+loopback port) in one Spark session on a fresh lake in a temp folder, then times the bare ALS fit
 (``build_als(cfg.als).fit``) on the training matrix of the same lake, cached and counted beforehand. The
 target is ``pipeline seconds / ALS fit seconds <= 2.5``. It prints the size on disk of the derived tables
 (files, bytes and bytes per entry, the figures of docs/scaling.md). Then it runs the pipeline again,
-incrementally, on the same input files: no new data, so it must score no user and load no key; its seconds are the cost of a
-scheduled run that finds nothing to do (``--no-rerun`` skips it). Last, the nightly case, twice: a new input
-file holds copies (new event ids) of the events of ``--new-share`` of the users (1%), and the pipeline runs
-incrementally: it ingests them (the new file only) and rescores those users only. The first time ALS folds
-them in against the full run's item factors (``als.refit_every_days``, the default of a nightly run) and the
-content job reuses the neighbours of the unchanged catalogue; the second time, on a second such file,
+incrementally, on the same input files: no new data, so it must score no user and load no key; its seconds are
+the cost of a scheduled run that finds nothing to do (``--no-rerun`` skips it). Last, the nightly case, twice:
+a new input file holds copies (new event ids) of the events of ``--new-share`` of the users (1%), and the
+pipeline runs incrementally: it ingests them (the new file only) and rescores those users only. The first time
+ALS folds them in against the full run's item factors (``als.refit_every_days``, the default of a nightly run)
+and the content job reuses the neighbours of the unchanged catalogue; the second time, on a second such file,
 ``--refit`` fits ALS on all data again and recomputes the neighbours (what every incremental run did before,
-and what a run does once the fit is ``als.refit_every_days`` old or the products changed). Both are printed with
-their share of the full run and, as the baseline of their ingest, the seconds of an ingest of the whole events
-folder, as ``--reingest`` runs it (``--no-incremental`` skips all three).
+and what a run does once the fit is ``als.refit_every_days`` old or the products changed). Both are printed
+with their share of the full run and, as the baseline of their ingest, the seconds of an ingest of the whole
+events folder, as ``--reingest`` runs it (``--no-incremental`` skips all three).
 
     .venv/bin/python bench/pipeline.py [--events 1000000,4000000] [--conf-file conf/local.yaml] [--serial]
 """

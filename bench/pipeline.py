@@ -39,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from delta.tables import DeltaTable  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
@@ -121,8 +122,6 @@ SIZED_TABLES = (
 def table_sizes(spark, cfg: Config) -> list[tuple[str, int, int, int]]:
     """``table, files, bytes, entries`` of the current version of each of :data:`SIZED_TABLES`; the entries of a
     table of lists (one row per user, a ``product_ids`` array) are its list elements, of any other its rows."""
-    from delta.tables import DeltaTable
-
     out = []
     for name in SIZED_TABLES:
         path = cfg.table_path(name)

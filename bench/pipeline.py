@@ -39,17 +39,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from delta.tables import DeltaTable  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from jobs.als import transforms as als_tr  # noqa: E402
 from jobs.als.model import build_als  # noqa: E402
+from jobs.common import candidate_lists as CL  # noqa: E402
 from jobs.common import lake  # noqa: E402
 from jobs.common.progress import setup_logging  # noqa: E402
 from jobs.common.spark import build_spark  # noqa: E402
 from jobs.pipeline.main import Summary, run_job, run_pipeline  # noqa: E402
 from jobs.run import available_jobs, build_parser  # noqa: E402
+from jobs.summary.main import table_summary  # noqa: E402
 from recsys import schema as S  # noqa: E402
 from recsys.config import Config, load_config  # noqa: E402
 from recsys.localredis import free_port, start_redis, stop_redis  # noqa: E402
@@ -120,20 +121,20 @@ SIZED_TABLES = (
 
 
 def table_sizes(spark, cfg: Config) -> list[tuple[str, int, int, int]]:
-    """``table, files, bytes, entries`` of the current version of each of :data:`SIZED_TABLES`; the entries of a
+    """``table, files, bytes, entries`` of the current version of each of :data:`SIZED_TABLES`
+    (:func:`jobs.summary.main.table_summary`, as ``./spark-submit.sh summary`` prints them); the entries of a
     table of lists (one row per user, a ``product_ids`` array) are its list elements, of any other its rows."""
     out = []
     for name in SIZED_TABLES:
         path = cfg.table_path(name)
         if not lake.table_exists(spark, path):
             continue
-        detail = DeltaTable.forPath(spark, path).detail().first()
+        summary = table_summary(spark, path)
+        entries = summary["rows"]
         df = lake.read_table(spark, path)
-        if "product_ids" in df.columns:
-            entries = int(df.agg(F.sum(F.size("product_ids"))).first()[0] or 0)
-        else:
-            entries = df.count()
-        out.append((name, int(detail["numFiles"]), int(detail["sizeInBytes"]), entries))
+        if CL.COL_PRODUCT_IDS in df.columns:
+            entries = int(df.agg(F.sum(F.size(CL.COL_PRODUCT_IDS))).first()[0] or 0)
+        out.append((name, summary["files"], summary["bytes"], entries))
     return out
 
 

@@ -13,8 +13,8 @@ import argparse
 import logging
 import os
 import sys
-import threading
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -206,22 +206,19 @@ def ingest_batch(
     stages = Stages(f"ingest {table}")
     tagged = tag_batch(df, table=table, rules=rules, source=source, derive_event_id=derive_event_id)
     tagged = tagged.persist(StorageLevel.MEMORY_AND_DISK)
-    gx: list[quality.SuiteResult | BaseException] = []
 
-    def validate() -> None:
-        try:
-            with stages("great-expectations"):
-                batch = TX.columns_for_validation(tagged, fields=PARSED_FIELDS[table])
-                gx.append(quality.validate(batch, name=table, rules=rules))
-        except BaseException as exc:  # raised in the job's thread once the writes are done
-            gx.append(exc)
+    def validate() -> quality.SuiteResult:
+        with stages("great-expectations"):
+            batch = TX.columns_for_validation(tagged, fields=PARSED_FIELDS[table])
+            return quality.validate(batch, name=table, rules=rules)
 
-    suite = threading.Thread(target=inheritable_thread_target(validate), name=f"gx-{table}", daemon=True)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gx-{table}")
+    suite: Future[quality.SuiteResult] | None = None
     try:
         with stages("quality"):
             count_batch(tagged, report)
         if use_gx:
-            suite.start()
+            suite = pool.submit(inheritable_thread_target(validate))
         with stages("merge"):
             upsert(spark, cfg, tagged, report, now=now)
         if report.quarantined:
@@ -229,13 +226,10 @@ def ingest_batch(
                 rejects = TX.quarantine_rows(tagged, table=table, run_id=run_id, quarantined_at=now)
                 write_quarantine(spark, rejects, cfg.table_path(lake.QUARANTINE), table=table)
     finally:
-        if suite.is_alive():
-            suite.join()
+        pool.shutdown(wait=True)
         tagged.unpersist()
-    if gx:
-        if isinstance(gx[0], BaseException):
-            raise gx[0]
-        report.gx = gx[0]
+    if suite is not None:
+        report.gx = suite.result()  # the suite's error, if any, is raised here, after the writes
         _check_agreement(report)
     return report
 

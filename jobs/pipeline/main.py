@@ -19,6 +19,7 @@ interactions'. With no new data every stage reports
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import threading
@@ -205,20 +206,17 @@ def run_ingest(
     calls = ingest_argv(args, cfg)
     if not calls:
         log.info("[pipeline] ingest: no input given and no sample found: nothing to ingest")
-
-    def call(argv: list[str]) -> Callable[[], None]:
+    branches: dict[str, Callable[[], object]] = {}
+    for argv in calls:
         new_only = not args.reingest and "--input" in argv
-
-        def ingest() -> None:
-            runner("ingest", argv + (["--new-files-only"] if new_only else []), cfg, spark)
-
-        return ingest
-
-    names = [f"ingest-{argv[argv.index('--table') + 1]}" if "--table" in argv else "ingest" for argv in calls]
-    run_branches(spark, {name: call(argv) for name, argv in zip(names, calls, strict=True)}, serial=args.serial)
+        name = f"ingest-{argv[argv.index('--table') + 1]}" if "--table" in argv else "ingest"
+        branches[name] = functools.partial(
+            runner, "ingest", argv + (["--new-files-only"] if new_only else []), cfg, spark
+        )
+    run_branches(spark, branches, serial=args.serial)
 
 
-def run_branches(spark: SparkSession, branches: dict[str, Callable[[], None]], *, serial: bool = False) -> None:
+def run_branches(spark: SparkSession, branches: dict[str, Callable[[], object]], *, serial: bool = False) -> None:
     """Runs each branch in a thread of its own, all at the same time, on ``spark``; or one after another, in
     order, when ``serial``.
 
@@ -242,7 +240,7 @@ def run_branches(spark: SparkSession, branches: dict[str, Callable[[], None]], *
             if name != but:
                 sc.cancelJobsWithTag(tag)
 
-    def branch(name: str, fn: Callable[[], None]) -> None:
+    def branch(name: str, fn: Callable[[], object]) -> None:
         sc.addJobTag(tags[name])
         try:
             fn()

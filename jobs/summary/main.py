@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def table_summary(spark: SparkSession, path: str) -> dict[str, Any]:
-    """Rows, partition count, file count and size, and current version of one Delta table."""
+    """Rows, partition count, file count and size (bytes and MB), and current version of one Delta table."""
     table = DeltaTable.forPath(spark, path)
     detail = table.detail().first()
     assert detail is not None
@@ -37,6 +37,7 @@ def table_summary(spark: SparkSession, path: str) -> dict[str, Any]:
         "partition_columns": list(partitions),
         "partitions": n_parts,
         "files": int(detail["numFiles"]),
+        "bytes": int(detail["sizeInBytes"]),
         "mb": round(int(detail["sizeInBytes"]) / 1e6, 2),
         "version": int(last["version"]),
         "last_operation": last["operation"],
